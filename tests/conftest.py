@@ -1,0 +1,62 @@
+"""Session fixtures: each tiny checkpoint variant is built once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from awq_tts._qwen import qwen_tts
+from awq_tts.testing import make_tiny_checkpoint
+
+torch.set_num_threads(2)
+
+#: Greedy decoding needs both switches (the sub-talker samples on its own otherwise).
+GREEDY = dict(do_sample=False, subtalker_dosample=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def _build(factory, variant: str) -> Path:
+    return make_tiny_checkpoint(factory.mktemp(variant) / "ckpt", variant=variant, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, "base")
+
+
+@pytest.fixture(scope="session")
+def tiny_custom_voice(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, "custom_voice")
+
+
+@pytest.fixture(scope="session")
+def tiny_voice_design(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, "voice_design")
+
+
+@pytest.fixture(scope="session")
+def tiny_finetuned(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory, "finetuned")
+
+
+@pytest.fixture(scope="session")
+def qwen():
+    return qwen_tts()
+
+
+@pytest.fixture(scope="session")
+def ref_clip() -> tuple[np.ndarray, int]:
+    from awq_tts.synth import synthetic_reference
+
+    return synthetic_reference(seconds=1.0)
