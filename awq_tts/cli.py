@@ -100,6 +100,84 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
     )
 
 
+@main.command()
+@click.argument("src", type=str)
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
+              help="Output folder (written atomically).")
+@click.option("--group-size", type=int, default=128, show_default=True,
+              help="Input channels per quantization group.")
+@click.option("--n-samples", type=int, default=128, show_default=True,
+              help="Calibration prompts to roll out.")
+@click.option("--max-seq-len", type=int, default=512, show_default=True,
+              help="Talker positions kept per calibration sequence.")
+@click.option("--seed", type=int, default=1729, show_default=True)
+@click.option("--device", default="cpu", show_default=True,
+              help="Where rollouts and per-layer search run (cuda moves one layer at a time).")
+@click.option("--calib", type=str, default=None,
+              help="Calibration prompts: 'builtin' (default), a JSONL/CSV/Parquet file or "
+                   "folder, or a hub dataset name.")
+@click.option("--revision", type=str, default=None, help="Hub revision of SRC.")
+@click.option("--batch-size", type=int, default=8, show_default=True,
+              help="Sequences per forward chunk (lower it to save memory).")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@_friendly
+def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, revision,
+             batch_size, force) -> None:
+    """Quantize the talker of SRC (folder or hub id) to AWQ INT4 and write a checkpoint."""
+    from .quantize import quantize as run
+    from .report import print_quantize_summary
+
+    summary = run(src, out, group_size=group_size, n_samples=n_samples, max_seq_len=max_seq_len,
+                  seed=seed, device=device, force=force, calib=calib, revision=revision,
+                  batch_size=batch_size)
+    print_quantize_summary(summary)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_friendly
+def inspect(folder: Path) -> None:
+    """Print a readable summary of FOLDER's noesis_provenance.json."""
+    from .report import print_provenance
+
+    print_provenance(folder)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_friendly
+def verify(folder: Path) -> None:
+    """Recompute every file hash of FOLDER; exit 1 on any difference from the record."""
+    from .provenance import verify as check
+
+    problems = check(folder)
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        click.echo(f"FAILED: {len(problems)} problem(s) in {folder}", err=True)
+        sys.exit(1)
+    click.echo(f"OK: every file of {folder} matches its recorded sha256")
+
+
+@main.group()
+def calib() -> None:
+    """Calibration sets."""
+
+
+@calib.command("show")
+@click.option("--calib", "source", type=str, default=None,
+              help="'builtin' (default), 'heldout', a file/folder, or a hub dataset.")
+@click.option("--n-samples", type=int, default=None, help="Show only the first N prompts.")
+@_friendly
+def calib_show(source, n_samples) -> None:
+    """Print a prompt set: count per language, length statistics and hash."""
+    from .calibration.prompts import load_prompts
+    from .report import print_prompt_set
+
+    name, prompts = load_prompts(source)
+    print_prompt_set(name, prompts[:n_samples] if n_samples else prompts)
+
+
 def validate_main() -> None:
     """Entry point of ``validate_awq_quality`` (the validator is not built yet)."""
     click.echo("validate_awq_quality: the validator is not ready yet", err=True)

@@ -28,7 +28,9 @@ class SpeechResult:
         return self.seconds_wall / max(self.seconds_audio, 1e-9)
 
 
-def synthetic_reference(seconds: float = 2.0, seed: int = 0) -> tuple[np.ndarray, int]:
+def synthetic_reference(
+    seconds: float = 2.0, seed: int = 0, pitch: float = 140.0
+) -> tuple[np.ndarray, int]:
     """A voice-like synthetic clip (harmonics with vibrato), for cloning when none is given.
 
     It is not human speech: it gives the speaker encoder a deterministic, non-silent input
@@ -36,7 +38,7 @@ def synthetic_reference(seconds: float = 2.0, seed: int = 0) -> tuple[np.ndarray
     """
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    f0 = 140.0 + 20.0 * np.sin(2 * np.pi * 3.0 * t)
+    f0 = pitch + 0.15 * pitch * np.sin(2 * np.pi * 3.0 * t)
     phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
     wav = sum(np.sin(k * phase) / k for k in range(1, 6))
     wav = wav * (0.5 + 0.5 * np.sin(2 * np.pi * 1.5 * t) ** 2) + 0.01 * rng.standard_normal(t.size)

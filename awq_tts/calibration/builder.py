@@ -1,0 +1,153 @@
+"""Turn prompts into talker calibration sequences by letting the source model speak.
+
+Each sequence is exactly what the talker sees at inference: qwen-tts's own prompt
+(role tokens, projected text, codec prefix with language and speaker) followed by the
+model's own codec steps — a seeded rollout of the bf16 source — up to and including the
+position that predicts end-of-speech, truncated to ``max_seq_len``. Speaker conditioning
+is mixed across prompts: synthetic reference voices (Base), built-in speakers
+(CustomVoice) or instruction texts (VoiceDesign).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import UsageError
+from ..synth import synthetic_reference
+from .capture import record_talker
+from .prompts import Prompt
+
+DEFAULT_SEED = 1729
+#: Voice descriptions cycled over prompts for VoiceDesign models.
+DESIGN_INSTRUCTIONS = (
+    "A warm, calm female voice, speaking slowly.",
+    "An energetic young man, fast and cheerful.",
+    "A deep, serious male narrator.",
+    "A soft, whispering voice full of emotion.",
+)
+#: Fundamental frequencies of the synthetic reference voices used for Base models.
+REFERENCE_PITCHES = (110.0, 140.0, 190.0, 230.0)
+
+
+@dataclass
+class CalibrationSet:
+    """Talker input sequences (float32 ``[T, hidden]`` each) and what produced them."""
+
+    name: str
+    sequences: list[torch.Tensor]
+    records: list[dict] = field(default_factory=list)
+    seed: int = DEFAULT_SEED
+    max_seq_len: int = 512
+    #: Prompts per rollout batch: part of the recipe (padding changes the numerics).
+    batch_size: int = 8
+
+    def sha256(self) -> str:
+        """Hash of the exact token content: texts, conditioning and the codec codes."""
+        doc = json.dumps(self.records, sort_keys=True, ensure_ascii=False).encode()
+        return hashlib.sha256(doc).hexdigest()
+
+    def describe(self) -> dict:
+        lengths = [int(s.shape[0]) for s in self.sequences]
+        return {
+            "name": self.name,
+            "count": len(self.sequences),
+            "max_seq_len": self.max_seq_len,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "tokens": sum(lengths),
+            "sha256": self.sha256(),
+        }
+
+    def padded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded batch ``[B, T, H]`` and its attention mask ``[B, T]`` (as qwen-tts pads)."""
+        longest = max(s.shape[0] for s in self.sequences)
+        hidden = self.sequences[0].shape[1]
+        embeds = torch.zeros(len(self.sequences), longest, hidden)
+        mask = torch.zeros(len(self.sequences), longest, dtype=torch.long)
+        for i, seq in enumerate(self.sequences):
+            embeds[i, longest - seq.shape[0]:] = seq
+            mask[i, longest - seq.shape[0]:] = 1
+        return embeds, mask
+
+
+def build_calibration(
+    tts,
+    prompts: list[Prompt],
+    name: str = "builtin",
+    n_samples: int = 128,
+    max_seq_len: int = 512,
+    seed: int = DEFAULT_SEED,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> CalibrationSet:
+    """Roll the source model out on ``n_samples`` prompts and record the talker inputs."""
+    if n_samples < 1 or max_seq_len < 8:
+        raise UsageError("--n-samples must be ≥ 1 and --max-seq-len ≥ 8")
+    if len(prompts) < n_samples:
+        raise UsageError(f"the calibration set {name!r} has {len(prompts)} prompts; "
+                         f"--n-samples asks for {n_samples}")
+    chosen = prompts[:n_samples]
+    sequences: list[torch.Tensor] = []
+    records: list[dict] = []
+    batches = range(0, len(chosen), batch_size)
+    for start in tqdm(batches, desc="calibration rollouts", disable=not progress):
+        batch = chosen[start:start + batch_size]
+        conditioning = [_conditioning(tts, start + i, p) for i, p in enumerate(batch)]
+        torch.manual_seed(seed + start)
+        with record_talker(tts) as record:
+            _speak(tts, batch, conditioning, max_new_tokens=max_seq_len, seed=seed)
+        for prompt, cond, seq, codes in zip(batch, conditioning, record.sequences(), record.codes,
+                                               strict=True):
+            seq = seq[:max_seq_len]
+            sequences.append(seq)
+            records.append({
+                "text": prompt.text,
+                "language": prompt.language,
+                "conditioning": cond["label"],
+                "codes": codes.tolist(),
+                "length": int(seq.shape[0]),
+            })
+    return CalibrationSet(name, sequences, records, seed, max_seq_len, batch_size)
+
+
+def _conditioning(tts, index: int, prompt: Prompt) -> dict:
+    kind = tts.model.tts_model_type
+    if kind == "base":
+        if prompt.ref_audio:
+            return {"label": f"ref:{prompt.ref_audio}", "ref_audio": prompt.ref_audio,
+                    "ref_text": prompt.ref_text}
+        pitch_index = index % len(REFERENCE_PITCHES)
+        clip = synthetic_reference(seconds=1.5, seed=pitch_index,
+                                   pitch=REFERENCE_PITCHES[pitch_index])
+        return {"label": f"synthetic:{pitch_index}", "ref_audio": clip, "ref_text": None}
+    if kind == "custom_voice":
+        speakers = sorted(tts.model.get_supported_speakers())
+        speaker = speakers[index % len(speakers)]
+        return {"label": f"speaker:{speaker}", "speaker": speaker}
+    instruct = DESIGN_INSTRUCTIONS[index % len(DESIGN_INSTRUCTIONS)]
+    return {"label": f"instruct:{instruct}", "instruct": instruct}
+
+
+def _speak(tts, batch: list[Prompt], conditioning: list[dict], max_new_tokens: int,
+           seed: int) -> None:
+    texts = [p.text for p in batch]
+    languages = [p.language if p.language != "auto" else "Auto" for p in batch]
+    common = dict(max_new_tokens=max_new_tokens, do_sample=True)
+    kind = tts.model.tts_model_type
+    if kind == "base":
+        refs = [c["ref_audio"] for c in conditioning]
+        ref_texts = [c["ref_text"] for c in conditioning]
+        xvec = [t is None for t in ref_texts]
+        tts.generate_voice_clone(text=texts, language=languages, ref_audio=refs,
+                                 ref_text=ref_texts, x_vector_only_mode=xvec, **common)
+    elif kind == "custom_voice":
+        tts.generate_custom_voice(text=texts, language=languages,
+                                  speaker=[c["speaker"] for c in conditioning], **common)
+    else:
+        tts.generate_voice_design(text=texts, language=languages,
+                                  instruct=[c["instruct"] for c in conditioning], **common)

@@ -1,0 +1,116 @@
+"""Calibration prompts: the built-in sets shipped in the package, and user datasets.
+
+The built-in calibration set is 128 sentences written for this project in the ten
+languages Qwen3-TTS supports; the held-out set (for the validator) shares none of them.
+User sets are JSONL / CSV / Parquet files or folders, or hub dataset names, read with
+``datasets``: column ``text`` is required, ``language``, ``ref_audio`` and ``ref_text``
+are optional.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from ..errors import UsageError
+
+LANGUAGES = (
+    "chinese", "english", "japanese", "korean", "german",
+    "french", "russian", "portuguese", "spanish", "italian",
+)
+BUILTIN = {"builtin": "calibration_prompts.jsonl", "heldout": "heldout_prompts.jsonl"}
+_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    language: str = "auto"
+    ref_audio: str | None = None
+    ref_text: str | None = None
+
+
+def builtin_prompts(name: str = "builtin") -> list[Prompt]:
+    """The shipped prompt set ``builtin`` (128, calibration) or ``heldout`` (validation)."""
+    if name not in BUILTIN:
+        raise UsageError(f"unknown built-in prompt set {name!r}; choose {', '.join(BUILTIN)}")
+    text = resources.files("awq_tts.data").joinpath(BUILTIN[name]).read_text(encoding="utf-8")
+    return [Prompt(**json.loads(line)) for line in text.splitlines() if line.strip()]
+
+
+def load_prompts(source: str | None) -> tuple[str, list[Prompt]]:
+    """Resolve ``--calib``: None / a built-in name / a local file or folder / a hub dataset."""
+    if source is None or source in BUILTIN:
+        name = source or "builtin"
+        return name, builtin_prompts(name)
+    path = Path(source)
+    if path.exists():
+        return str(path), _rows_to_prompts(_read_local(path), str(path))
+    return source, _rows_to_prompts(_read_hub(source), source)
+
+
+def _read_local(path: Path) -> list[dict]:
+    import datasets
+
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.suffix in _SUFFIXES
+    )
+    if not files:
+        raise UsageError(f"{path}: no .jsonl, .json, .csv or .parquet files found")
+    kinds = {_SUFFIXES.get(f.suffix) for f in files}
+    if None in kinds or len(kinds) != 1:
+        raise UsageError(f"{path}: use one format of .jsonl/.json, .csv or .parquet, not {kinds}")
+    try:
+        ds = datasets.load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train")
+    except Exception as exc:
+        raise UsageError(f"{path}: cannot read calibration data ({exc})") from exc
+    return [dict(row) for row in ds]
+
+
+def _read_hub(name: str) -> list[dict]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split="train")
+    except Exception as exc:
+        raise UsageError(
+            f"--calib {name!r} is neither a local file/folder nor a loadable hub dataset ({exc})"
+        ) from exc
+    return [dict(row) for row in ds]
+
+
+def _rows_to_prompts(rows: list[dict], source: str) -> list[Prompt]:
+    if not rows:
+        raise UsageError(f"{source}: the calibration set is empty")
+    if "text" not in rows[0]:
+        raise UsageError(f"{source}: missing required column 'text' (found {sorted(rows[0])})")
+    prompts = []
+    for index, row in enumerate(rows):
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise UsageError(f"{source}: row {index}, column 'text' is empty")
+        language = row.get("language") or "auto"
+        if str(language).lower() not in (*LANGUAGES, "auto"):
+            raise UsageError(
+                f"{source}: row {index}, column 'language' has unsupported {language!r}"
+            )
+        ref_audio = row.get("ref_audio")
+        if ref_audio:
+            _check_audio(ref_audio, source, index)
+        prompts.append(
+            Prompt(text.strip(), str(language).lower(), ref_audio or None, row.get("ref_text"))
+        )
+    return prompts
+
+
+def _check_audio(value: str, source: str, index: int) -> None:
+    import soundfile
+
+    try:
+        soundfile.info(str(value))
+    except Exception as exc:
+        raise UsageError(
+            f"{source}: row {index}, column 'ref_audio' is unreadable ({exc})"
+        ) from exc

@@ -1,0 +1,166 @@
+"""``awq_tts.quantize``: source checkpoint in, complete INT4 checkpoint folder out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import provenance
+from .._qwen import qwen_tts
+from ..calibration.builder import DEFAULT_SEED, CalibrationSet, build_calibration
+from ..calibration.prompts import load_prompts
+from ..errors import UsageError
+from ..io import atomic_output_dir
+from . import checkpoint, source
+from .mapping import QWEN3_TTS_TALKER
+from .walker import LayerReport, QuantConfig, WalkResult, walk
+
+
+@dataclass
+class QuantizeSummary:
+    output: Path
+    layers: int
+    linears: int
+    bytes_before: int
+    bytes_after: int
+    linear_bytes_before: int
+    linear_bytes_after: int
+    seconds: float
+    calibration: dict
+    layer_reports: list[LayerReport] = field(default_factory=list)
+
+
+def quantize(
+    src: str | Path,
+    out: str | Path,
+    group_size: int = 128,
+    n_samples: int = 128,
+    max_seq_len: int = 512,
+    seed: int = DEFAULT_SEED,
+    device: str = "cpu",
+    force: bool = False,
+    calib: str | None = None,
+    revision: str | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> QuantizeSummary:
+    """Quantize the talker decoder linears of ``src`` to AWQ INT4 and write ``out``.
+
+    ``src`` is a local Qwen3-TTS folder or a hub id. Only the 7 linears of every
+    ``talker.model.layers.N`` change; every other tensor and file is copied as is.
+    ``out`` is written atomically (a temporary sibling renamed at the end) and holds
+    ``noesis_provenance.json``.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not force:
+        raise UsageError(f"{out} already exists; pass --force to replace it")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} requested but no CUDA device is available")
+    src_info = source.resolve(str(src), revision)
+    source.check(src_info, group_size)
+    calib_name, prompts = load_prompts(calib)
+    config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size)
+
+    tts = qwen_tts().Qwen3TTSModel.from_pretrained(str(src_info.path), dtype="auto")
+    calibration = _calibrate(tts, prompts, calib_name, n_samples, max_seq_len, seed, device,
+                             batch_size, progress)
+    result = _walk(tts.model, calibration, config, device, progress)
+    with atomic_output_dir(out, force=force) as tmp:
+        checkpoint.copy_non_weight_files(src_info.path, tmp,
+                                         skip=(provenance.FILENAME, "config.json"))
+        checkpoint.write_config(src_info.config, tmp,
+                                config.as_quantization_config(_not_converted(tts.model)))
+        checkpoint.write_weights(src_info.weight_files(), tmp, result.packed, result.changed)
+        summary = _summary(out, src_info, tmp, result, calibration, time.perf_counter() - start)
+        provenance.write(tmp, _record(src_info, config, calibration, device, result, summary))
+    return summary
+
+
+def _calibrate(tts, prompts, name, n_samples, max_seq_len, seed, device, batch_size,
+               progress) -> CalibrationSet:
+    """Roll the source model out on the device, then return it to the CPU for the walk."""
+    if device != "cpu":
+        tts.model.to(device)
+        tts.device = torch.device(device)
+    try:
+        return build_calibration(tts, prompts, name=name, n_samples=n_samples,
+                                 max_seq_len=max_seq_len, seed=seed, batch_size=batch_size,
+                                 progress=progress)
+    finally:
+        tts.model.to("cpu")
+        tts.device = torch.device("cpu")
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+def _walk(model, calibration: CalibrationSet, config: QuantConfig, device: str,
+          progress: bool) -> WalkResult:
+    embeds, mask = calibration.padded()
+    n_layers = len(model.talker.model.layers)
+    bar = tqdm(total=n_layers, desc="quantizing talker layers", unit="layer",
+               disable=not progress)
+    result = None
+    for item in walk(model, embeds, mask, config, device):
+        if isinstance(item, WalkResult):
+            result = item
+        else:
+            bar.set_postfix(awq=f"{item.awq_error:.2e}", rtn=f"{item.rtn_error:.2e}")
+            bar.update(1)
+    bar.close()
+    assert result is not None
+    return result
+
+
+def _not_converted(model) -> list[str]:
+    """Top-level modules holding linears that stay in the source dtype."""
+    prefix = QWEN3_TTS_TALKER.layers + "."
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not name.startswith(prefix):
+            names.add(".".join(name.split(".")[:2]))
+    if getattr(model, "speaker_encoder", None) is not None:
+        names.add("speaker_encoder")
+    return sorted(names)
+
+
+def _summary(out, src_info, tmp, result, calibration, seconds) -> QuantizeSummary:
+    before = sum(f.stat().st_size for f in src_info.weight_files())
+    after = sum(f.stat().st_size for f in tmp.glob("model*.safetensors"))
+    linear_after = sum(
+        sum(t.numel() * t.element_size() for t in p.tensors("x").values())
+        for p in result.packed.values()
+    )
+    linear_before = sum(
+        p.qweight.shape[0] * p.qweight.shape[1] * 8 * 2 for p in result.packed.values()
+    )
+    return QuantizeSummary(out, len(result.layers), len(result.packed), before, after,
+                           linear_before, linear_after, seconds, calibration.describe(),
+                           result.layers)
+
+
+def _record(src_info, config, calibration, device, result, summary) -> dict:
+    return {
+        "format": "noesis-provenance/1",
+        "source": src_info.describe(),
+        "versions": provenance.library_versions(),
+        "quantization": config.as_quantization_config([]) | {
+            "n_grid": config.n_grid, "max_shrink": config.max_shrink,
+            "clip_tokens": config.clip_tokens,
+            "quantized_linears": sorted(result.packed),
+        },
+        "calibration": calibration.describe(),
+        "seed": config.seed,
+        "device": device,
+        "wall_seconds": round(summary.seconds, 3),
+        "layers": [
+            {"index": r.index, "awq_error": r.awq_error, "rtn_error": r.rtn_error,
+             "fallback_to_rtn": r.fallback_to_rtn, "linears": r.linears}
+            for r in result.layers
+        ],
+        "bytes": {"weights_before": summary.bytes_before, "weights_after": summary.bytes_after},
+    }

@@ -1,0 +1,83 @@
+"""Human-readable tables for the CLI (rich), kept apart from the library logic."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import provenance
+
+console = Console()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.2f} MB"
+
+
+def print_quantize_summary(summary) -> None:
+    table = Table(title=f"awq-tts quantize → {summary.output}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("talker layers", str(summary.layers))
+    table.add_row("linears converted to INT4", str(summary.linears))
+    table.add_row("those linears, bf16 → INT4",
+                  f"{_mb(summary.linear_bytes_before)} → {_mb(summary.linear_bytes_after)}")
+    table.add_row("weights on disk, before → after",
+                  f"{_mb(summary.bytes_before)} → {_mb(summary.bytes_after)}")
+    worse = [r.index for r in summary.layer_reports if r.fallback_to_rtn]
+    table.add_row("layers where AWQ fell back to RTN", ", ".join(map(str, worse)) or "none")
+    cal = summary.calibration
+    table.add_row("calibration", f"{cal['name']}: {cal['count']} seqs, {cal['tokens']} tokens")
+    table.add_row("calibration sha256", cal["sha256"][:16] + "…")
+    table.add_row("wall time", f"{summary.seconds:.1f} s")
+    console.print(table)
+
+
+def print_provenance(folder: Path) -> None:
+    record = provenance.load(folder)
+    src = record["source"]
+    q = record["quantization"]
+    cal = record["calibration"]
+    console.print(f"[bold]{folder}[/bold]")
+    console.print(f"source: {src['id_or_path']} (revision {src.get('revision')}), "
+                  f"{len(src['files'])} files hashed")
+    console.print(f"quantization: {q['quant_method']} {q['bits']}-bit, group {q['group_size']}, "
+                  f"{q['version']}, {len(q['quantized_linears'])} linears")
+    console.print(f"calibration: {cal['name']}, {cal['count']} sequences, {cal['tokens']} tokens, "
+                  f"max_seq_len {cal['max_seq_len']}, seed {cal['seed']}, sha256 {cal['sha256']}")
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(record["versions"].items()))
+    console.print(f"versions: {versions}")
+    console.print(f"device {record['device']}, wall time {record['wall_seconds']} s")
+    table = Table(title="block-output error per layer (MSE on calibration data)")
+    for col in ("layer", "AWQ", "RTN", "AWQ/RTN", "fallback"):
+        table.add_column(col, justify="right")
+    for layer in record["layers"]:
+        ratio = layer["awq_error"] / layer["rtn_error"] if layer["rtn_error"] else float("nan")
+        table.add_row(str(layer["index"]), f"{layer['awq_error']:.3e}",
+                      f"{layer['rtn_error']:.3e}", f"{ratio:.3f}",
+                      "yes" if layer["fallback_to_rtn"] else "")
+    console.print(table)
+    if "validation" in record:
+        console.print(f"validation: {record['validation']}")
+
+
+def print_prompt_set(name: str, prompts: list) -> None:
+    import hashlib
+    import json
+
+    counts = Counter(p.language for p in prompts)
+    lengths = [len(p.text) for p in prompts]
+    doc = json.dumps([[p.text, p.language] for p in prompts], ensure_ascii=False).encode()
+    table = Table(title=f"prompt set {name}: {len(prompts)} prompts")
+    table.add_column("language")
+    table.add_column("prompts", justify="right")
+    for language, count in sorted(counts.items()):
+        table.add_row(language, str(count))
+    console.print(table)
+    console.print(f"characters per prompt: min {min(lengths)}, "
+                  f"median {statistics.median(lengths):.0f}, max {max(lengths)}")
+    console.print(f"sha256 of the prompt texts: {hashlib.sha256(doc).hexdigest()}")
