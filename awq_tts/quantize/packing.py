@@ -32,15 +32,26 @@ ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 _SHIFTS = torch.arange(0, 32, 4, dtype=torch.int64)
 
 
+def _pack_rows(codes: torch.Tensor) -> torch.Tensor:
+    """Pack ``[8K, X]`` codes along dim 0 into int32 ``[K, X]`` (rows 8k..8k+7 per word).
+
+    Eight shifted ORs in int32: the top nibble wraps into the sign bit exactly as the
+    two's-complement words AutoAWQ writes. Each row slice is contiguous, so no full
+    transpose or int32 copy of the code matrix is ever made.
+    """
+    rows, cols = codes.shape
+    if rows % PACK:
+        raise ValueError(f"cannot pack {rows} columns: not a multiple of {PACK}")
+    c = codes.reshape(rows // PACK, PACK, cols)
+    words = c[:, ORDER[0], :].to(torch.int32)
+    for k in range(1, PACK):
+        words |= c[:, ORDER[k], :].to(torch.int32) << (4 * k)
+    return words
+
+
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:
     """Pack ``[R, C]`` integer codes in [0, 15] into int32 ``[R, C/8]`` with AWQ's order."""
-    rows, cols = codes.shape
-    if cols % PACK:
-        raise ValueError(f"cannot pack {cols} columns: not a multiple of {PACK}")
-    c = codes.to(torch.int64).reshape(rows, cols // PACK, PACK)[:, :, list(ORDER)]
-    words = (c << _SHIFTS.to(codes.device)).sum(dim=-1)
-    words = torch.where(words >= 2**31, words - 2**32, words)
-    return words.to(torch.int32)
+    return _pack_rows(codes.t()).t().contiguous()
 
 
 def unpack_int4(words: torch.Tensor) -> torch.Tensor:
@@ -76,8 +87,8 @@ def pack_gemm(
 ) -> PackedLinear:
     """Pack codes ``q [O, I]``, ``scales`` and ``zeros`` ``[O, I/G]`` into the GEMM layout."""
     return PackedLinear(
-        qweight=pack_int4(q.t().contiguous()),
-        qzeros=pack_int4(zeros.t().contiguous()),
+        qweight=_pack_rows(q).t().contiguous(),
+        qzeros=_pack_rows(zeros.to(torch.uint8)).t().contiguous(),
         scales=scales.t().contiguous().half(),
         bias=None if bias is None else bias.detach().half(),
     )

@@ -93,7 +93,7 @@ def walk(
         prefix = f"{mapping.layers}.{index}"
         source_dtype = next(layer.parameters()).dtype
         layer.to(device=device, dtype=torch.float32)
-        report, next_hidden = _quantize_layer(layer, index, prefix, inputs, config, mapping,
+        report, next_hidden = quantize_layer(layer, index, prefix, inputs, config, mapping,
                                               source_dtype, result)
         layer.to(device="cpu", dtype=source_dtype)
         next_hidden[~inputs.valid] = 0
@@ -104,7 +104,22 @@ def walk(
 
 
 @torch.no_grad()
-def _quantize_layer(layer, index, prefix, inputs, config, mapping, source_dtype, result):
+def quantize_layer(
+    layer: nn.Module,
+    index: int,
+    prefix: str,
+    inputs: LayerInputs,
+    config: QuantConfig,
+    mapping: LayerMapping,
+    source_dtype: torch.dtype,
+    result: WalkResult,
+) -> tuple[LayerReport, torch.Tensor]:
+    """AWQ-quantize one float32 decoder layer in place; return its report and output.
+
+    The packed linears and folded norms go into ``result`` under ``prefix``. The layer's
+    weights end up as the dequantized INT4 weights, so its output (returned, computed on
+    ``inputs``) is what the next layer will see at inference.
+    """
     linears = quantized_linears(layer, mapping)
     groups = resolve_groups(layer, mapping)
     original = copy.deepcopy(layer)
