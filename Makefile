@@ -24,8 +24,15 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/awq-tts make-tiny $(DEMO)/tiny-base --seed 0 --force
-	$(VENV)/bin/awq-tts synthesize $(DEMO)/tiny-base --text "Hello from a tiny Qwen3-TTS." \
-		--max-new-tokens 60 -o $(DEMO)/tiny-base.wav
+	$(VENV)/bin/awq-tts quantize $(DEMO)/tiny-base -o $(DEMO)/tiny-base-awq \
+		--n-samples 16 --max-seq-len 96 --force
+	$(VENV)/bin/awq-tts verify $(DEMO)/tiny-base-awq
+	$(VENV)/bin/awq-tts synthesize $(DEMO)/tiny-base-awq --text "Hello from a tiny Qwen3-TTS." \
+		--max-new-tokens 60 -o $(DEMO)/tiny-base-awq.wav
+
+bench: $(STAMP)
+	$(PY) benchmarks/quantize_layer.py
+	$(PY) benchmarks/memory.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache

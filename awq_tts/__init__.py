@@ -9,6 +9,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._compat import patch_transformers_for_autoawq  # noqa: E402
 from .quantize.api import QuantizeSummary, quantize  # noqa: E402
+from .runtime import load  # noqa: E402
 
-__all__ = ["QuantizeSummary", "__version__", "quantize"]
+patch_transformers_for_autoawq()
+
+__all__ = ["QuantizeSummary", "__version__", "load", "quantize"]

@@ -11,7 +11,8 @@ What still holds, and what we use:
 
 * ``WQLinear_GEMM`` — the packed GEMM layout every AWQ loader understands, and its
   CUDA (``awq_ext``) / Triton kernels;
-* ``awq.modules.triton.gemm`` kernels, reached through ``WQLinear_GEMM.forward``.
+* ``WQLinearMMFunction``, the function behind ``WQLinear_GEMM.forward``, which picks
+  ``awq_ext`` or the Triton kernels (CUDA tensors only).
 
 What we do not use: ``AwqQuantizer`` (its layer-0 catcher lacks attributes current
 decoder layers read, so it crashes) and the model registry (no ``qwen3_tts``).
@@ -27,13 +28,22 @@ import warnings
 from types import ModuleType
 
 
-@functools.cache
-def awq_module() -> ModuleType:
-    """Import and return the ``awq`` package, patched to import under new transformers."""
+def patch_transformers_for_autoawq() -> None:
+    """Make ``import awq`` work (also for transformers' own AWQ integration), cheaply.
+
+    Called when ``awq_tts`` is imported, so that ``Qwen3TTSModel.from_pretrained`` of an
+    INT4 folder can reach AutoAWQ through transformers on a CUDA machine.
+    """
     import transformers.activations as activations
 
     if not hasattr(activations, "PytorchGELUTanh"):
         activations.PytorchGELUTanh = activations.GELUTanh
+
+
+@functools.cache
+def awq_module() -> ModuleType:
+    """Import and return the ``awq`` package, patched to import under new transformers."""
+    patch_transformers_for_autoawq()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import awq
@@ -46,6 +56,18 @@ def wqlinear_gemm() -> type:
     from awq.modules.linear.gemm import WQLinear_GEMM
 
     return WQLinear_GEMM
+
+
+def awq_gemm_function() -> type:
+    """AutoAWQ's autograd function behind ``WQLinear_GEMM.forward`` (CUDA/Triton GEMM).
+
+    Call it with CUDA tensors only: on CPU tensors it picks its Triton kernel whenever
+    triton is installed, and crashes.
+    """
+    awq_module()
+    from awq.modules.linear.gemm import WQLinearMMFunction
+
+    return WQLinearMMFunction
 
 
 def awq_quantizer() -> type:

@@ -80,23 +80,30 @@ def make_tiny(out: Path, variant: str, seed: int, full_shape: bool, force: bool)
 @_friendly
 def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, instruct, seed,
                max_new_tokens, device, output) -> None:
-    """Speak TEXT with MODEL (a checkpoint folder or hub id) and write a wav."""
-    from .synth import load_model, speak, write_wav
+    """Speak text with MODEL (an INT4 or bf16 checkpoint folder) and write a wav.
+
+    Long texts are split at sentence ends and the audio joined. Base models clone
+    --ref-audio (any sample rate; resampled) or a built-in synthetic voice.
+    """
+    from .runtime import load
+    from .synth import check_request, peak_memory_bytes, speak_long, write_wav
 
     if text_file is not None:
         text = text_file.read_text(encoding="utf-8")
-    if not text:
+    if not text or not text.strip():
         raise UsageError("nothing to speak: pass --text TEXT or --text-file FILE")
-    tts = load_model(model, device=device)
-    result = speak(
+    tts = load(model, device=device)
+    check_request(tts, language, ref_audio)
+    result = speak_long(
         tts, text, language=language, ref_audio=str(ref_audio) if ref_audio else None,
         ref_text=ref_text, speaker=speaker, instruct=instruct, seed=seed,
         max_new_tokens=max_new_tokens,
     )
     write_wav(output, result.wav, result.sample_rate)
+    peak = peak_memory_bytes(device) / 2**30
     click.echo(
         f"wrote {output}: {result.seconds_audio:.2f} s of audio in {result.seconds_wall:.2f} s "
-        f"(real-time factor {result.real_time_factor:.2f})"
+        f"(real-time factor {result.real_time_factor:.2f}, peak memory {peak:.2f} GiB)"
     )
 
 
@@ -176,6 +183,51 @@ def calib_show(source, n_samples) -> None:
 
     name, prompts = load_prompts(source)
     print_prompt_set(name, prompts[:n_samples] if n_samples else prompts)
+
+
+@main.command()
+@click.argument("tts", type=str)
+@click.argument("llm", type=str)
+@click.option("--alpha", type=str, default="0.03", show_default=True,
+              help="LLM share: 0.03 or 3%. The Darwin card: 1% subtle, 3% emotion, "
+                   "5% max stable, 10% breaks the stop signal.")
+@click.option("--layers", type=str, default=None, help="Talker layers to blend, e.g. 0-13,20.")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@_friendly
+def blend(tts, llm, alpha, layers, out, force) -> None:
+    """Lerp the FFN weights of Qwen3 LLM into the talker of Qwen3-TTS checkpoint TTS."""
+    import warnings
+
+    from .ckpt import blend as run
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = run(tts, llm, alpha, out, layers=layers, force=force)
+    for warning in caught:
+        click.echo(f"warning: {warning.message}", err=True)
+    click.echo(f"blended {len(record['blended_tensors'])} tensors at alpha {record['alpha']:.4f} "
+               f"into {out}")
+
+
+@main.command()
+@click.argument("ckpt", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--speech-tokenizer-from", "base", type=str, required=True,
+              help="Base Qwen3-TTS checkpoint (folder or hub id) to take speech_tokenizer/ from.")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
+              help="Write a repaired copy here instead of repairing CKPT in place.")
+@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@_friendly
+def repair(ckpt, base, out, force) -> None:
+    """Add a missing speech_tokenizer/ (and processor files) to CKPT from a base model."""
+    from .ckpt import repair as run
+
+    added = run(ckpt, base, out=out, force=force)
+    where = out or ckpt
+    if not added:
+        click.echo(f"{where}: nothing to repair")
+    else:
+        click.echo(f"{where}: added {len(added)} file(s): {', '.join(added)}")
 
 
 def validate_main() -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from ._qwen import qwen_tts
 from .errors import UsageError
 
 SAMPLE_RATE = 24000
@@ -85,15 +86,56 @@ def speak(
     return SpeechResult(wav, int(sr), wav.size / float(sr), wall)
 
 
-def load_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """Load a plain (unquantized) checkpoint with qwen-tts."""
-    package = qwen_tts()
-    if not (Path(path) / "speech_tokenizer").is_dir() and Path(path).is_dir():
-        raise UsageError(
-            f"{path} has no speech_tokenizer/ folder; add it with "
-            f"`awq-tts repair {path} --speech-tokenizer-from BASE_MODEL`"
-        )
-    return package.Qwen3TTSModel.from_pretrained(str(path), device_map=device, dtype=dtype)
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？;；])\s+|(?<=[。！？；])")
+
+
+def split_sentences(text: str, max_chars: int = 300) -> list[str]:
+    """Split at sentence ends (Latin and CJK punctuation); long sentences stay whole."""
+    pieces = [p.strip() for p in _SENTENCE_END.split(text) if p and p.strip()]
+    chunks: list[str] = []
+    for piece in pieces:
+        if chunks and len(chunks[-1]) + len(piece) + 1 <= max_chars:
+            chunks[-1] = f"{chunks[-1]} {piece}"
+        else:
+            chunks.append(piece)
+    return chunks
+
+
+def speak_long(model, text: str, progress: bool = True, **kwargs) -> SpeechResult:
+    """Speak a long text sentence group by sentence group and join the audio."""
+    chunks = split_sentences(text)
+    if not chunks:
+        raise UsageError("the text to speak is empty; pass --text or a non-empty --text-file")
+    parts = []
+    for chunk in tqdm(chunks, desc="synthesizing", unit="chunk", disable=not progress):
+        parts.append(speak(model, chunk, **kwargs))
+    wav = np.concatenate([p.wav for p in parts])
+    rate = parts[0].sample_rate
+    return SpeechResult(wav, rate, wav.size / rate, sum(p.seconds_wall for p in parts))
+
+
+def check_request(model, language: str, ref_audio: str | None) -> None:
+    """Refuse an unsupported language or an unreadable reference clip before generating."""
+    supported = {str(x).lower() for x in (model.get_supported_languages() or [])}
+    if supported and language.lower() not in supported:
+        raise UsageError(f"unsupported language {language!r}; this model supports: "
+                         f"{', '.join(sorted(supported))}")
+    if ref_audio is not None:
+        import soundfile
+
+        try:
+            soundfile.info(str(ref_audio))
+        except Exception as exc:
+            raise UsageError(f"cannot read reference audio {ref_audio}: {exc}") from exc
+
+
+def peak_memory_bytes(device: str) -> int:
+    """Peak CUDA allocation on a GPU, else the process's peak resident set size."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.max_memory_allocated())
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int) -> None:

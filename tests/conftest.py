@@ -15,6 +15,8 @@ torch.set_num_threads(2)
 
 #: Greedy decoding needs both switches (the sub-talker samples on its own otherwise).
 GREEDY = dict(do_sample=False, subtalker_dosample=False)
+#: A small calibration run: enough for real statistics, seconds on two CPU cores.
+FAST = dict(n_samples=8, max_seq_len=48, progress=False)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -60,3 +62,26 @@ def ref_clip() -> tuple[np.ndarray, int]:
     from awq_tts.synth import synthetic_reference
 
     return synthetic_reference(seconds=1.0)
+
+
+def _quantized(factory, source: Path, name: str) -> Path:
+    from awq_tts import quantize
+
+    out = factory.mktemp("awq") / name
+    quantize(source, out, **FAST)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_base_awq(tiny_base, tmp_path_factory) -> Path:
+    return _quantized(tmp_path_factory, tiny_base, "tiny-base-awq")
+
+
+@pytest.fixture(scope="session")
+def tiny_custom_voice_awq(tiny_custom_voice, tmp_path_factory) -> Path:
+    return _quantized(tmp_path_factory, tiny_custom_voice, "tiny-cv-awq")
+
+
+@pytest.fixture(scope="session")
+def tiny_voice_design_awq(tiny_voice_design, tmp_path_factory) -> Path:
+    return _quantized(tmp_path_factory, tiny_voice_design, "tiny-vd-awq")

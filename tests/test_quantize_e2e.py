@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 from click.testing import CliRunner
+from conftest import FAST
 from safetensors.torch import load_file
 
 from awq_tts import quantize
@@ -15,16 +15,8 @@ from awq_tts.cli import main
 from awq_tts.io import sha256_file
 from awq_tts.provenance import FILENAME
 
-FAST = dict(n_samples=8, max_seq_len=48, progress=False)
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FOLDABLE_NORMS = ("input_layernorm.weight", "post_attention_layernorm.weight")
-
-
-@pytest.fixture(scope="session")
-def tiny_base_awq(tiny_base, tmp_path_factory):
-    out = tmp_path_factory.mktemp("awq") / "tiny-base-awq"
-    quantize(tiny_base, out, **FAST)
-    return out
 
 
 def _layers(folder) -> int:

@@ -1,0 +1,126 @@
+"""``awq_tts.load``: one call from a checkpoint folder to a working ``qwen_tts.Qwen3TTSModel``.
+
+For an INT4 checkpoint (``quantization_config`` in config.json) the model is built with
+empty (meta) parameters, every talker decoder linear that the checkpoint stores packed is
+swapped for an :class:`Int4Linear`, and the safetensors are loaded straight into place,
+shard by shard, on the target device: peak memory is the INT4 checkpoint, never a bf16
+copy of the talker. Everything else (speech tokenizer, processor, generation defaults) is
+loaded as qwen-tts loads it. A checkpoint without ``quantization_config`` is loaded by
+qwen-tts unchanged, so the same call serves the bf16 reference.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .._qwen import qwen_tts
+from ..errors import UsageError
+from ..quantize.source import resolve, weight_files
+from .int4_linear import Int4Linear
+
+
+def load(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.bfloat16):
+    """Load a Qwen3-TTS checkpoint (INT4 or not) as a ``qwen_tts.Qwen3TTSModel``.
+
+    ``path`` is a local folder or a hub id (downloaded with huggingface_hub).
+    """
+    path = resolve(str(path)).path
+    package = qwen_tts()
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise UsageError(f"{path} is not a checkpoint folder: it has no config.json")
+    if not (path / "speech_tokenizer" / "config.json").is_file():
+        raise UsageError(
+            f"{path} has no speech_tokenizer/; add it with "
+            f"`awq-tts repair {path} --speech-tokenizer-from BASE_MODEL`"
+        )
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but no CUDA device is available")
+    raw = json.loads(config_file.read_text())
+    if "quantization_config" not in raw:
+        return package.Qwen3TTSModel.from_pretrained(str(path), device_map=device, dtype=dtype)
+    return _load_int4(package, path, raw["quantization_config"], device, dtype)
+
+
+def _load_int4(package, path: Path, qconfig: dict, device: str, dtype: torch.dtype):
+    from accelerate import init_empty_weights
+    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
+    from qwen_tts.inference.qwen3_tts_tokenizer import Qwen3TTSTokenizer
+    from transformers import AutoProcessor
+
+    if qconfig.get("quant_method") != "awq" or qconfig.get("version") != "gemm":
+        raise UsageError(f"{path}: unsupported quantization_config {qconfig}; "
+                         f"awq-tts loads AWQ GEMM checkpoints")
+    config = Qwen3TTSConfig.from_pretrained(str(path))
+    del config.quantization_config
+    config._attn_implementation = "sdpa"
+    with init_empty_weights():
+        model = Qwen3TTSForConditionalGeneration(config)
+    files = weight_files(path)
+    packed = _packed_modules(files)
+    _swap_int4_modules(model, packed, int(qconfig["group_size"]))
+    _load_into_place(model, files, set(packed), device, dtype)
+    model.eval()
+    model.load_speech_tokenizer(
+        Qwen3TTSTokenizer.from_pretrained(str(path / "speech_tokenizer"), device_map=device,
+                                          dtype=dtype)
+    )
+    generation = path / "generation_config.json"
+    model.load_generate_config(json.loads(generation.read_text()) if generation.is_file() else {})
+    processor = AutoProcessor.from_pretrained(str(path), fix_mistral_regex=True)
+    return package.Qwen3TTSModel(model=model, processor=processor,
+                                 generate_defaults=model.generate_config)
+
+
+def _packed_modules(files: list[Path]) -> list[str]:
+    names = []
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            names += [k[: -len(".qweight")] for k in handle.keys() if k.endswith(".qweight")]
+    return sorted(names)
+
+
+def _swap_int4_modules(model: torch.nn.Module, packed: list[str], group_size: int) -> None:
+    for name in packed:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        old = getattr(parent, child)
+        if not isinstance(old, torch.nn.Linear):
+            raise UsageError(f"checkpoint packs '{name}', but the model has a "
+                             f"{type(old).__name__} there")
+        with torch.device("meta"):
+            new = Int4Linear(old.in_features, old.out_features, group_size, old.bias is not None)
+        setattr(parent, child, new)
+
+
+def _load_into_place(model: torch.nn.Module, files: list[Path], packed: set[str], device: str,
+                     dtype: torch.dtype) -> None:
+    """Assign every tensor to its module; floats take ``dtype`` except INT4 buffers (fp16)."""
+    expected = set(model.state_dict())
+    seen: set[str] = set()
+    for file in files:
+        with safe_open(str(file), framework="pt", device="cpu") as handle:
+            shard = {}
+            for key in handle.keys():
+                tensor = handle.get_tensor(key)
+                if tensor.is_floating_point() and key.rpartition(".")[0] not in packed:
+                    tensor = tensor.to(dtype)
+                shard[key] = tensor.to(device)
+            unexpected = set(shard) - expected
+            if unexpected:
+                raise UsageError(f"{file.name}: tensors the model does not have: "
+                                 f"{sorted(unexpected)[:5]}")
+            model.load_state_dict(shard, strict=False, assign=True)
+            seen |= set(shard)
+            del shard
+    missing = expected - seen
+    if missing:
+        raise UsageError(f"the checkpoint lacks tensors the model needs: {sorted(missing)[:5]}")
+    model.to(device)
+    leftovers = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftovers:
+        raise RuntimeError(f"tensors left uninitialised after loading: {leftovers[:5]}")

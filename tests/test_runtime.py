@@ -1,0 +1,151 @@
+"""INT4 checkpoints load as drop-in qwen_tts models, speak through every generate_*, hold
+fewer bytes, and compute exactly what the quantizer meant."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import GREEDY
+
+from awq_tts.cli import main
+from awq_tts.runtime import Int4Linear, load
+from awq_tts.testing.configs import TINY
+
+
+def _audible(wav) -> bool:
+    return bool(np.isfinite(wav).all() and wav.size and np.sqrt(np.mean(wav**2)) > 1e-3)
+
+
+def _weight_bytes(module: torch.nn.Module) -> int:
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_talker_linears_become_int4_and_nothing_else(tiny_base_awq):
+    tts = load(tiny_base_awq)
+    int4 = [n for n, m in tts.model.named_modules() if isinstance(m, Int4Linear)]
+    assert len(int4) == 7 * TINY.layers
+    assert all(n.startswith("talker.model.layers.") for n in int4)
+    assert isinstance(tts.model.talker.codec_head, torch.nn.Linear)
+    assert isinstance(tts.model.talker.code_predictor.lm_head[0], torch.nn.Linear)
+
+
+def test_int4_holds_fewer_bytes_than_bf16(tiny_base, tiny_base_awq):
+    bf16 = load(tiny_base, dtype=torch.bfloat16).model.talker.model.layers
+    int4 = load(tiny_base_awq, dtype=torch.bfloat16).model.talker.model.layers
+    assert _weight_bytes(int4) < 0.4 * _weight_bytes(bf16)
+
+
+@pytest.mark.parametrize("icl", [False, True], ids=["x-vector", "icl"])
+def test_voice_clone_on_int4(tiny_base_awq, ref_clip, icl):
+    tts = load(tiny_base_awq, dtype=torch.float32)
+    wavs, sr = tts.generate_voice_clone(
+        text="Hello.", language="English", ref_audio=ref_clip,
+        ref_text="Reference words." if icl else None, x_vector_only_mode=not icl,
+        max_new_tokens=16, **GREEDY,
+    )
+    assert sr == 24000 and _audible(wavs[0])
+
+
+def test_custom_voice_and_voice_design_on_int4(tiny_custom_voice_awq, tiny_voice_design_awq):
+    cv = load(tiny_custom_voice_awq)
+    wavs, _ = cv.generate_custom_voice(text="Hi.", speaker="aiden", language="English",
+                                       max_new_tokens=12, **GREEDY)
+    assert _audible(wavs[0])
+    vd = load(tiny_voice_design_awq)
+    wavs, _ = vd.generate_voice_design(text="Hi.", instruct="A bright voice.",
+                                       language="English", max_new_tokens=12, **GREEDY)
+    assert _audible(wavs[0])
+
+
+def _fake_quant_twin(source, int4_tts, dtype):
+    """The bf16 source model with the INT4 model's tensors, its linears dequantized."""
+    twin = load(source, dtype=dtype)
+    state = {}
+    for name, module in int4_tts.model.named_modules():
+        if isinstance(module, Int4Linear):
+            state[f"{name}.weight"] = module.dequantized_weight(dtype)
+    for name, tensor in int4_tts.model.state_dict().items():
+        if not name.endswith((".qweight", ".qzeros", ".scales")):
+            state[name] = tensor
+    missing, unexpected = twin.model.load_state_dict(state, strict=False)
+    assert not unexpected and not [m for m in missing if "talker" in m]
+    return twin
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_model_computes_the_fake_quantized_function(tiny_base, tiny_base_awq, dtype):
+    int4 = load(tiny_base_awq, dtype=dtype)
+    twin = _fake_quant_twin(tiny_base, int4, dtype)
+    ref = load(tiny_base, dtype=dtype)
+    gen = torch.Generator().manual_seed(0)
+    embeds = (torch.randn(2, 40, TINY.hidden, generator=gen) * 0.05).to(dtype)
+    with torch.no_grad():
+        got = int4.model.talker(inputs_embeds=embeds).logits.float()
+        want = twin.model.talker(inputs_embeds=embeds).logits.float()
+        source = ref.model.talker(inputs_embeds=embeds).logits.float()
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert torch.allclose(got, want, atol=tol * want.abs().max(), rtol=0)
+    assert not torch.allclose(got, source, atol=1e-6, rtol=0), "quantization changed nothing?"
+
+
+def test_synthesize_int4_writes_wav(tiny_base_awq, tmp_path):
+    import soundfile
+
+    out = tmp_path / "int4.wav"
+    result = CliRunner().invoke(main, ["synthesize", str(tiny_base_awq), "--text", "One. Two.",
+                                       "--max-new-tokens", "10", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data, sr = soundfile.read(out)
+    assert sr == 24000 and data.size > 0
+    assert "real-time factor" in result.output and "peak" in result.output
+
+
+def test_load_without_speech_tokenizer_names_repair(tiny_base_awq, tmp_path):
+    import shutil
+
+    from awq_tts.errors import UsageError
+
+    copy = tmp_path / "stripped"
+    shutil.copytree(tiny_base_awq, copy)
+    shutil.rmtree(copy / "speech_tokenizer")
+    with pytest.raises(UsageError, match="awq-tts repair"):
+        load(copy)
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_matches_cpu_path():
+    from awq_tts.quantize import numerics
+    from awq_tts.quantize.packing import pack_gemm
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(512, 1024, generator=gen) * 0.02
+    scales, zeros = numerics.compute_qparams(w, 128)
+    layer = Int4Linear.from_packed(pack_gemm(numerics.quantize(w, scales, zeros, 128), scales,
+                                             zeros), 128)
+    for tokens in (1, 7, 2048):
+        x = torch.randn(tokens, 1024, generator=gen).to(torch.bfloat16)
+        cpu = layer(x).float()
+        gpu = layer.cuda()(x.cuda()).float().cpu()
+        layer.cpu()
+        assert torch.linalg.norm(gpu - cpu) / torch.linalg.norm(cpu) < 1e-2
+
+
+@pytest.mark.gpu
+def test_int4_speaks_on_cuda(tiny_base_awq, ref_clip):
+    tts = load(tiny_base_awq, device="cuda:0")
+    wavs, _ = tts.generate_voice_clone(text="Hi.", language="English", ref_audio=ref_clip,
+                                       x_vector_only_mode=True, max_new_tokens=12, **GREEDY)
+    assert _audible(wavs[0])
+
+
+@pytest.mark.gpu
+def test_stock_qwen_tts_loading_through_transformers_awq(tiny_base_awq):
+    import awq_tts  # noqa: F401  (patches AutoAWQ's import for transformers)
+    from awq_tts._qwen import qwen_tts
+
+    tts = qwen_tts().Qwen3TTSModel.from_pretrained(str(tiny_base_awq), device_map="cuda:0")
+    linear = tts.model.talker.model.layers[0].self_attn.q_proj
+    assert type(linear).__name__ == "WQLinear_GEMM"
