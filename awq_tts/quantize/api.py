@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,12 @@ def _summary(out, src_info, tmp, result, calibration, seconds) -> QuantizeSummar
 
 
 def _record(src_info, config, calibration, device, result, summary) -> dict:
+    from ..ckpt.blend import BLEND_FILE
+
+    blend_file = src_info.path / BLEND_FILE
+    blend = json.loads(blend_file.read_text()) if blend_file.is_file() else None
     return {
+        "blend": blend,
         "format": "noesis-provenance/1",
         "source": src_info.describe(),
         "versions": provenance.library_versions(),
