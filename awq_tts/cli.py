@@ -53,12 +53,25 @@ def main() -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--full-shape", is_flag=True, help="Real 1.7B dimensions (≈4 GB, for benchmarks).")
+@click.option("--trained", is_flag=True,
+              help="Train the tiny Base model (≈1 min) on a structured task so it speaks and "
+                   "stops at text-dependent lengths: a model the validator can judge.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @_friendly
-def make_tiny(out: Path, variant: str, seed: int, full_shape: bool, force: bool) -> None:
+def make_tiny(out: Path, variant: str, seed: int, full_shape: bool, trained: bool,
+              force: bool) -> None:
     """Build a random-weight Qwen3-TTS checkpoint with qwen-tts's real classes in OUT."""
     from .testing import make_tiny_checkpoint
 
+    if trained:
+        if variant != "base" or full_shape:
+            raise UsageError("--trained builds the tiny Base model only (no --variant, "
+                             "no --full-shape)")
+        from .testing.trained import make_trained_checkpoint
+
+        make_trained_checkpoint(out, seed=seed, force=force)
+        click.echo(f"wrote trained tiny base checkpoint to {out}")
+        return
     make_tiny_checkpoint(out, variant=variant, seed=seed, full_shape=full_shape, force=force)
     click.echo(f"wrote {variant}{' (full shape)' if full_shape else ''} checkpoint to {out}")
 

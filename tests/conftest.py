@@ -85,3 +85,16 @@ def tiny_custom_voice_awq(tiny_custom_voice, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_voice_design_awq(tiny_voice_design, tmp_path_factory) -> Path:
     return _quantized(tmp_path_factory, tiny_voice_design, "tiny-vd-awq")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory) -> Path:
+    """The tiny Base model trained to speak and stop (≈1 min, built once per session)."""
+    from awq_tts.testing.trained import make_trained_checkpoint
+
+    return make_trained_checkpoint(tmp_path_factory.mktemp("trained") / "ckpt", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_awq(tiny_trained, tmp_path_factory) -> Path:
+    return _quantized(tmp_path_factory, tiny_trained, "tiny-trained-awq")
