@@ -5,8 +5,9 @@ talker decoder linear with round-to-nearest through the same writer ``awq-tts qu
 uses — AWQ changes values, not layout, so every byte count equals an AWQ checkpoint's —
 because an AWQ run of 28 full layers is GPU work, not a 2-core CPU benchmark.
 
-CPU part: component bytes from the safetensors headers, and the peak RSS of
-``awq_tts.load`` for each model, each in a fresh process.
+CPU part: component bytes from the safetensors headers; for each model, in a fresh
+process, the tensor bytes after ``awq_tts.load`` and the peak RSS once every weight has
+been touched (safetensors are memory-mapped, so RSS right after loading undercounts).
 GPU part (only with CUDA): the 6 GB budget enforced with the per-process memory fraction;
 peak VRAM after load and while synthesizing 30 s of audio, and the real-time factor.
 Prints a table and writes JSON (default ``benchmarks/results/memory.json``).
@@ -93,7 +94,14 @@ if device.startswith("cuda"):
 start = time.perf_counter()
 tts = load(path, device=device, dtype=torch.bfloat16)
 out = {"load_s": time.perf_counter() - start,
-       "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+       "rss_after_load_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+modules = [tts.model, tts.model.speech_tokenizer.model]
+tensors = [t for m in modules for t in [*m.parameters(), *m.buffers()]]
+out["weight_gib"] = sum(t.numel() * t.element_size() for t in tensors) / 2**30
+with torch.no_grad():  # safetensors are memory-mapped: touch every page, as inference does
+    for t in tensors:
+        t.reshape(-1).view(torch.uint8).max()
+out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 if device.startswith("cuda"):
     out["load_peak_vram_gib"] = torch.cuda.max_memory_allocated() / 2**30
     torch.cuda.reset_peak_memory_stats()
@@ -134,8 +142,12 @@ def main() -> None:
     if not (int4 / "config.json").is_file():
         rtn_int4_twin(bf16, int4)
     sizes = {"bf16": component_bytes(bf16), "int4": component_bytes(int4)}
+    def model_only(which: str) -> int:
+        return sizes[which]["total"] - sizes[which]["speech tokenizer"]
+
     result = {"sizes_bytes": sizes,
-              "int4_over_bf16": sizes["int4"]["total"] / sizes["bf16"]["total"]}
+              "int4_over_bf16": sizes["int4"]["total"] / sizes["bf16"]["total"],
+              "int4_over_bf16_model_weights": model_only("int4") / model_only("bf16")}
     devices = [] if args.skip_load else ["cpu"] + (["cuda:0"] if torch.cuda.is_available() else [])
     for device in devices:
         result[device] = {name: probe(path, device, args.budget_gb)
@@ -143,7 +155,8 @@ def main() -> None:
     print(f"{'component':28}{'bf16 MB':>12}{'INT4 MB':>12}")
     for name in sizes["bf16"]:
         print(f"{name:28}{sizes['bf16'][name] / 1e6:12.1f}{sizes['int4'][name] / 1e6:12.1f}")
-    print(f"INT4 / bf16 bytes: {result['int4_over_bf16']:.3f}")
+    print(f"INT4 / bf16 bytes: {result['int4_over_bf16']:.3f} with the speech tokenizer, "
+          f"{result['int4_over_bf16_model_weights']:.3f} for model.safetensors alone")
     for device in devices:
         for name in ("bf16", "int4"):
             print(f"{device} {name}: {result[device][name]}")
