@@ -23,12 +23,15 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/awq-tts make-tiny $(DEMO)/tiny-base --seed 0 --force
-	$(VENV)/bin/awq-tts quantize $(DEMO)/tiny-base -o $(DEMO)/tiny-base-awq \
-		--n-samples 16 --max-seq-len 96 --force
-	$(VENV)/bin/awq-tts verify $(DEMO)/tiny-base-awq
-	$(VENV)/bin/awq-tts synthesize $(DEMO)/tiny-base-awq --text "Hello from a tiny Qwen3-TTS." \
-		--max-new-tokens 60 -o $(DEMO)/tiny-base-awq.wav
+	$(VENV)/bin/awq-tts make-tiny $(DEMO)/tiny-trained --trained --seed 0 --force
+	$(VENV)/bin/awq-tts quantize $(DEMO)/tiny-trained -o $(DEMO)/tiny-trained-awq \
+		--n-samples 32 --max-seq-len 128 --force
+	$(VENV)/bin/awq-tts verify $(DEMO)/tiny-trained-awq
+	$(VENV)/bin/awq-tts validate $(DEMO)/tiny-trained-awq --n-prompts 12 --max-new-tokens 200 \
+		--json $(DEMO)/report.json --markdown $(DEMO)/report.md
+	$(VENV)/bin/awq-tts synthesize $(DEMO)/tiny-trained-awq \
+		--text "Hello from a tiny Qwen3-TTS. It stops when the text ends." \
+		-o $(DEMO)/tiny-trained-awq.wav
 
 bench: $(STAMP)
 	$(PY) benchmarks/quantize_layer.py

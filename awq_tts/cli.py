@@ -139,17 +139,19 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
 @click.option("--revision", type=str, default=None, help="Hub revision of SRC.")
 @click.option("--batch-size", type=int, default=8, show_default=True,
               help="Sequences per forward chunk (lower it to save memory).")
+@click.option("--method", type=click.Choice(["awq", "rtn"]), default="awq", show_default=True,
+              help="rtn: plain round-to-nearest, the baseline AWQ is measured against.")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @_friendly
 def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, revision,
-             batch_size, force) -> None:
+             batch_size, method, force) -> None:
     """Quantize the talker of SRC (folder or hub id) to AWQ INT4 and write a checkpoint."""
     from .quantize import quantize as run
     from .report import print_quantize_summary
 
     summary = run(src, out, group_size=group_size, n_samples=n_samples, max_seq_len=max_seq_len,
                   seed=seed, device=device, force=force, calib=calib, revision=revision,
-                  batch_size=batch_size)
+                  batch_size=batch_size, method=method)
     print_quantize_summary(summary)
 
 
@@ -243,7 +245,69 @@ def repair(ckpt, base, out, force) -> None:
         click.echo(f"{where}: added {len(added)} file(s): {', '.join(added)}")
 
 
+@click.command("validate", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("quant", type=str)
+@click.option("--reference", type=str, default=None,
+              help="bf16 source (folder or hub id); default: the one in noesis_provenance.json.")
+@click.option("--prompts", type=str, default=None,
+              help="Prompt file/folder/dataset; default: the built-in held-out set.")
+@click.option("--n-prompts", type=int, default=None, help="Use only the first N prompts.")
+@click.option("--ref-audio", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Reference voice for Base models; default: a built-in synthetic clip.")
+@click.option("--budget-gb", type=float, default=6.0, show_default=True,
+              help="Memory budget (peak VRAM on CUDA, resident INT4 weights on CPU).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--max-new-tokens", type=int, default=1024, show_default=True,
+              help="A rollout that reaches this without end-of-speech counts as runaway.")
+@click.option("--seed", type=int, default=1729, show_default=True)
+@click.option("--kl-mean", type=float, default=None, help="Bound on mean KL (default 0.05).")
+@click.option("--kl-p99", type=float, default=None, help="Bound on p99 KL (default 1.0).")
+@click.option("--top1", type=float, default=None, help="Minimum top-1 agreement (default 0.9).")
+@click.option("--eos-prob-ratio", type=float, default=None,
+              help="Minimum INT4/bf16 end-of-speech probability (default 0.5).")
+@click.option("--duration-ratio", type=float, default=None,
+              help="Maximum mean |duration ratio - 1| (default 0.15).")
+@click.option("--speaker-similarity-delta", type=float, default=None,
+              help="Minimum speaker-similarity change (default -0.03).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None)
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="PNG plot (default: next to --json).")
+@_friendly
+def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device, max_new_tokens,
+             seed, kl_mean, kl_p99, top1, eos_prob_ratio, duration_ratio,
+             speaker_similarity_delta, json_path, markdown_path, plot_path) -> None:
+    """Compare INT4 checkpoint QUANT with its bf16 source and give one verdict.
+
+    Exit code 0: every check passed; 1: at least one failed (each is named);
+    2: bad usage. The verdict and the report's sha256 are appended to QUANT's
+    noesis_provenance.json.
+    """
+    import dataclasses
+
+    from .validate import Thresholds, validate_awq_quality
+    from .validate.report import append_to_provenance, print_table, write_outputs
+
+    overrides = {k: v for k, v in dict(
+        kl_mean=kl_mean, kl_p99=kl_p99, top1=top1, eos_prob_ratio=eos_prob_ratio,
+        duration_ratio=duration_ratio, speaker_similarity_delta=speaker_similarity_delta,
+        budget_gb=budget_gb).items() if v is not None}
+    thresholds = dataclasses.replace(Thresholds(), **overrides)
+    report = validate_awq_quality(quant, reference=reference, prompts=prompts,
+                                  ref_audio=str(ref_audio) if ref_audio else None,
+                                  thresholds=thresholds, device=device, n_prompts=n_prompts,
+                                  max_new_tokens=max_new_tokens, seed=seed)
+    if plot_path is None and json_path is not None:
+        plot_path = json_path.with_suffix(".png")
+    digest = write_outputs(report, json_path, markdown_path, plot_path)
+    print_table(report)
+    append_to_provenance(Path(quant), report, digest)
+    sys.exit(0 if report.passed else 1)
+
+
+main.add_command(validate)
+
+
 def validate_main() -> None:
-    """Entry point of ``validate_awq_quality`` (the validator is not built yet)."""
-    click.echo("validate_awq_quality: the validator is not ready yet", err=True)
-    sys.exit(2)
+    """Entry point of ``validate_awq_quality`` (the same command as ``awq-tts validate``)."""
+    validate(prog_name="validate_awq_quality")

@@ -47,6 +47,7 @@ def quantize(
     calib: str | None = None,
     revision: str | None = None,
     batch_size: int = 8,
+    method: str = "awq",
     progress: bool = True,
 ) -> QuantizeSummary:
     """Quantize the talker decoder linears of ``src`` to AWQ INT4 and write ``out``.
@@ -65,7 +66,9 @@ def quantize(
     src_info = source.resolve(str(src), revision)
     source.check(src_info, group_size)
     calib_name, prompts = load_prompts(calib)
-    config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size)
+    if method not in ("awq", "rtn"):
+        raise UsageError(f"--method {method!r}: choose 'awq' or 'rtn'")
+    config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size, method=method)
 
     tts = qwen_tts().Qwen3TTSModel.from_pretrained(str(src_info.path), dtype="auto")
     calibration = _calibrate(tts, prompts, calib_name, n_samples, max_seq_len, seed, device,
@@ -155,7 +158,7 @@ def _record(src_info, config, calibration, device, result, summary) -> dict:
         "source": src_info.describe(),
         "versions": provenance.library_versions(),
         "quantization": config.as_quantization_config([]) | {
-            "n_grid": config.n_grid, "max_shrink": config.max_shrink,
+            "method": config.method, "n_grid": config.n_grid, "max_shrink": config.max_shrink,
             "clip_tokens": config.clip_tokens,
             "quantized_linears": sorted(result.packed),
         },

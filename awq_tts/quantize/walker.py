@@ -39,6 +39,8 @@ class QuantConfig:
     clip_tokens: int = 512
     batch_size: int = 8
     seed: int = 1729
+    #: "awq" (scale + clip search) or "rtn" (plain round-to-nearest, the baseline).
+    method: str = "awq"
 
     def as_quantization_config(self, not_converted: list[str]) -> dict:
         """The ``quantization_config`` block of ``config.json`` (transformers' AWQ schema)."""
@@ -121,6 +123,8 @@ def quantize_layer(
     ``inputs``) is what the next layer will see at inference.
     """
     linears = quantized_linears(layer, mapping)
+    if config.method == "rtn":
+        return _rtn_layer(layer, index, prefix, linears, inputs, config, result)
     groups = resolve_groups(layer, mapping)
     original = copy.deepcopy(layer)
     source_of = _input_sources(linears, groups)
@@ -177,6 +181,16 @@ def quantize_layer(
                 name = f"{prefix}.{group.spec.prev}.weight"
                 result.changed[name] = group.prev.weight.detach().to(source_dtype).cpu().clone()
     return report, q_out
+
+
+def _rtn_layer(layer, index, prefix, linears, inputs, config, result):
+    """Round-to-nearest baseline: no scales, no clipping."""
+    fp_out = inputs.run(lambda x, kw: layer(x, **kw)[0])
+    for path, lin in linears.items():
+        result.packed[f"{prefix}.{path}"] = _quantize_linear(lin, None, config.group_size)
+    q_out = inputs.run(lambda x, kw: layer(x, **kw)[0])
+    error = _masked_mse(q_out, fp_out, inputs.valid)
+    return LayerReport(index, error, error, False, {}), q_out
 
 
 def _input_sources(linears: dict, groups: list[ResolvedGroup]) -> dict[str, str]:

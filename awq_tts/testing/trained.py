@@ -220,7 +220,7 @@ def train(tts, steps: int = 200, batch_size: int = 16, seed: int = 0, lr: float 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optim.step()
         sched.step()
-        losses.append(float(total))
+        losses.append(float(total.detach()))
         if log_every and step % log_every == 0:
             print(f"step {step}: talker {float(loss):.4f} code predictor {float(cp_loss):.4f}")
     model.eval()

@@ -1,0 +1,121 @@
+"""The validator's outputs: terminal table, JSON, Markdown, PNG plot, provenance entry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .. import provenance
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_table(report, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"validate {report.quantized} against {report.reference}")
+    for col in ("check", "value", "bound", "result"):
+        table.add_column(col, justify="right" if col != "check" else "left")
+    for c in report.checks:
+        mark = "[green]pass[/green]" if c.passed else "[bold red]FAIL[/bold red]"
+        table.add_row(c.name, _fmt(c.value), f"{c.op} {_fmt(c.bound)}", mark)
+    console.print(table)
+    verdict = "[bold green]PASS[/bold green]" if report.passed else (
+        f"[bold red]FAIL[/bold red] ({', '.join(report.failed)})")
+    console.print(f"verdict: {verdict}")
+
+
+def to_json(report) -> bytes:
+    return (json.dumps(report.as_dict(), indent=2, sort_keys=True, ensure_ascii=False,
+                       default=float) + "\n").encode()
+
+
+def to_markdown(report) -> str:
+    lines = [f"# AWQ quality report: {'PASS' if report.passed else 'FAIL'}", "",
+             f"- quantized: `{report.quantized}`", f"- reference: `{report.reference}`", "",
+             "| check | value | bound | result |", "|---|---:|---:|---|"]
+    for c in report.checks:
+        lines.append(f"| {c.name} | {_fmt(c.value)} | {c.op} {_fmt(c.bound)} | "
+                     f"{'pass' if c.passed else '**FAIL**'} |")
+    tf = report.metrics.get("teacher_forced", {})
+    if tf:
+        lines += ["", "## Reported without a bound", "",
+                  f"- code-predictor agreement: {_fmt(tf.get('code_predictor_agreement'))}",
+                  "- hidden-state cosine per layer: "
+                  + ", ".join(_fmt(v) for v in tf.get("layer_cosine", [])),
+                  f"- log-mel distance: {_fmt(report.metrics['audio']['log_mel_distance_mean'])}",
+                  f"- real-time factor: {report.metrics['real_time_factor']}"]
+    if report.prompts:
+        lines += ["", "## Per prompt", "", "| prompt | KL | top-1 | frames bf16 | frames INT4 |",
+                  "|---|---:|---:|---:|---:|"]
+        for row in report.prompts:
+            text = row["text"][:40].replace("|", "/")
+            lines.append(f"| {text} | {_fmt(row['kl_mean'])} | {_fmt(row['top1'])} | "
+                         f"{row['frames_bf16_greedy']} | {row['frames_int4_greedy']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(report, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tf = report.metrics.get("teacher_forced", {})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    cosine = tf.get("layer_cosine", [])
+    left.plot(range(len(cosine)), cosine, marker="o")
+    left.set(title="hidden-state cosine per layer", xlabel="talker layer", ylabel="cosine")
+    for row in report.prompts[:8]:
+        kl = row.get("kl_curve")
+        if kl:
+            right.plot(kl, alpha=0.7)
+    right.set(title="KL(bf16 || INT4) per position", xlabel="position", ylabel="KL (nats)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_outputs(report, json_path: Path | None, markdown_path: Path | None,
+                  plot_path: Path | None) -> str:
+    """Write what was asked for; return the sha256 of the JSON report."""
+    data = to_json(report)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_bytes(data)
+    if markdown_path:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(to_markdown(report))
+    if plot_path:
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        write_plot(report, plot_path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def append_to_provenance(folder: Path, report, report_sha256: str) -> bool:
+    """Record the verdict in the INT4 folder's provenance (False if it has none)."""
+    path = folder / provenance.FILENAME
+    if not path.is_file():
+        return False
+    record = json.loads(path.read_text())
+    record.setdefault("validations", []).append({
+        "verdict": "pass" if report.passed else "fail",
+        "failed": report.failed,
+        "reference": report.reference,
+        "report_sha256": report_sha256,
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return True

@@ -1,0 +1,87 @@
+"""Teacher-forced comparison on the bf16 model's own rollouts.
+
+Both talkers read exactly the same inputs — what the bf16 talker saw while speaking,
+up to the position where it predicted end-of-speech — so every difference in logits or
+hidden states comes from quantization, not from diverging histories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class TeacherMetrics:
+    kl: list[list[float]] = field(default_factory=list)
+    top1: list[float] = field(default_factory=list)
+    eos_bf16: list[float] = field(default_factory=list)
+    eos_int4: list[float] = field(default_factory=list)
+    layer_cosine: list[float] = field(default_factory=list)
+    code_agreement: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        flat = torch.tensor([v for row in self.kl for v in row]) if self.kl else torch.zeros(1)
+        eos_b = sum(self.eos_bf16) / max(len(self.eos_bf16), 1)
+        eos_q = sum(self.eos_int4) / max(len(self.eos_int4), 1)
+        return {
+            "kl_mean": float(flat.mean()),
+            "kl_p99": float(torch.quantile(flat.float(), 0.99)),
+            "top1": sum(self.top1) / max(len(self.top1), 1),
+            "eos_prob_bf16": eos_b,
+            "eos_prob_int4": eos_q,
+            "eos_prob_ratio": eos_q / eos_b if eos_b > 0 else None,
+            "layer_cosine": self.layer_cosine,
+            "code_predictor_agreement": (sum(self.code_agreement)
+                                         / max(len(self.code_agreement), 1)),
+        }
+
+
+def _forward(talker, seq: torch.Tensor):
+    embeds = seq[None].to(talker.device, talker.dtype)
+    mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+    position_ids, _ = talker.get_rope_index(mask)
+    out = talker.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                       use_cache=False, output_hidden_states=True)
+    logits = talker.codec_head(out.last_hidden_state)[0].float()
+    return logits, [h[0].float() for h in out.hidden_states[1:]], out.last_hidden_state[0]
+
+
+def _code_predictions(talker, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    logits, _ = talker.forward_sub_talker_finetune(codes.to(hidden.device), hidden)
+    return logits.argmax(-1).cpu()
+
+
+@torch.no_grad()
+def compare(reference, quantized, sequences: list[torch.Tensor], codes: list[torch.Tensor],
+            stopped: list[bool]) -> TeacherMetrics:
+    """KL, top-1, EOS probability, per-layer cosine and code-predictor agreement."""
+    ref_t, q_t = reference.model.talker, quantized.model.talker
+    eos = ref_t.config.codec_eos_token_id
+    metrics = TeacherMetrics()
+    cos_sum: torch.Tensor | None = None
+    for seq, frames, stop in zip(sequences, codes, stopped, strict=True):
+        lr, hr, last_r = _forward(ref_t, seq)
+        lq, hq, last_q = _forward(q_t, seq)
+        logp, logq = lr.log_softmax(-1), lq.log_softmax(-1)
+        metrics.kl.append((logp.exp() * (logp - logq)).sum(-1).cpu().tolist())
+        metrics.top1.append(float((lr.argmax(-1) == lq.argmax(-1)).float().mean()))
+        if stop:
+            metrics.eos_bf16.append(float(logp[-1, eos].exp()))
+            metrics.eos_int4.append(float(logq[-1, eos].exp()))
+        cos = torch.stack([torch.nn.functional.cosine_similarity(a, b, dim=-1).mean()
+                           for a, b in zip(hr, hq, strict=True)]).cpu()
+        cos_sum = cos if cos_sum is None else cos_sum + cos
+        n = frames.shape[0]
+        if n:
+            # frame k was predicted at prefix_end - 1 + k; a stopped sequence also holds
+            # the last frame's input (the one that predicted end-of-speech)
+            start = seq.shape[0] - n - (1 if stop else 0)
+            positions = torch.arange(start, start + n)
+            pr = _code_predictions(ref_t, last_r[positions], frames)
+            pq = _code_predictions(q_t, last_q[positions], frames)
+            metrics.code_agreement.append(float((pr == pq).float().mean()))
+    if cos_sum is not None:
+        metrics.layer_cosine = (cos_sum / len(sequences)).tolist()
+    return metrics
