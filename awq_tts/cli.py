@@ -137,6 +137,8 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
               help="Calibration prompts: 'builtin' (default), a JSONL/CSV/Parquet file or "
                    "folder, or a hub dataset name.")
 @click.option("--revision", type=str, default=None, help="Hub revision of SRC.")
+@click.option("--ref-audio", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Voice Base models clone during calibration (default: synthetic voices).")
 @click.option("--batch-size", type=int, default=8, show_default=True,
               help="Sequences per forward chunk (lower it to save memory).")
 @click.option("--method", type=click.Choice(["awq", "rtn"]), default="awq", show_default=True,
@@ -144,14 +146,14 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @_friendly
 def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, revision,
-             batch_size, method, force) -> None:
+             ref_audio, batch_size, method, force) -> None:
     """Quantize the talker of SRC (folder or hub id) to AWQ INT4 and write a checkpoint."""
     from .quantize import quantize as run
     from .report import print_quantize_summary
 
     summary = run(src, out, group_size=group_size, n_samples=n_samples, max_seq_len=max_seq_len,
                   seed=seed, device=device, force=force, calib=calib, revision=revision,
-                  batch_size=batch_size, method=method)
+                  batch_size=batch_size, method=method, ref_audio=ref_audio)
     print_quantize_summary(summary)
 
 

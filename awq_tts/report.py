@@ -72,7 +72,8 @@ def print_prompt_set(name: str, prompts: list) -> None:
     counts = Counter(p.language for p in prompts)
     lengths = [len(p.text) for p in prompts]
     doc = json.dumps([[p.text, p.language] for p in prompts], ensure_ascii=False).encode()
-    table = Table(title=f"prompt set {name}: {len(prompts)} prompts")
+    console.print(f"prompt set {name}: {len(prompts)} prompts", soft_wrap=True)
+    table = Table(title="prompts per language")
     table.add_column("language")
     table.add_column("prompts", justify="right")
     for language, count in sorted(counts.items()):
@@ -80,4 +81,5 @@ def print_prompt_set(name: str, prompts: list) -> None:
     console.print(table)
     console.print(f"characters per prompt: min {min(lengths)}, "
                   f"median {statistics.median(lengths):.0f}, max {max(lengths)}")
-    console.print(f"sha256 of the prompt texts: {hashlib.sha256(doc).hexdigest()}")
+    console.print(f"sha256 of the prompt texts: {hashlib.sha256(doc).hexdigest()}",
+                  soft_wrap=True)

@@ -3,7 +3,9 @@
 Each sequence is exactly what the talker sees at inference: qwen-tts's own prompt
 (role tokens, projected text, codec prefix with language and speaker) followed by the
 model's own codec steps — a seeded rollout of the bf16 source — up to and including the
-position that predicts end-of-speech, truncated to ``max_seq_len``. Speaker conditioning
+position that predicts end-of-speech, truncated to ``max_seq_len``. A prompt that comes
+with a recording is teacher-forced instead: its steps are the speech tokenizer's codes of
+that recording. Speaker conditioning
 is mixed across prompts: synthetic reference voices (Base), built-in speakers
 (CustomVoice) or instruction texts (VoiceDesign).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -21,6 +24,7 @@ from ..errors import UsageError
 from ..synth import synthetic_reference
 from .capture import record_talker
 from .prompts import Prompt
+from .teacher_forcing import capture_prompt, teacher_forced_sequence
 
 DEFAULT_SEED = 1729
 #: Voice descriptions cycled over prompts for VoiceDesign models.
@@ -84,43 +88,60 @@ def build_calibration(
     seed: int = DEFAULT_SEED,
     batch_size: int = 8,
     progress: bool = True,
+    ref_audio: str | None = None,
 ) -> CalibrationSet:
-    """Roll the source model out on ``n_samples`` prompts and record the talker inputs."""
+    """Record the talker inputs of ``n_samples`` prompts.
+
+    Prompts with ``audio`` are teacher-forced on the codes of that recording; the others
+    are rolled out by the source model. ``ref_audio`` is the voice Base models clone for
+    prompts without their own (default: built-in synthetic voices).
+    """
     if n_samples < 1 or max_seq_len < 8:
         raise UsageError("--n-samples must be ≥ 1 and --max-seq-len ≥ 8")
     if len(prompts) < n_samples:
         raise UsageError(f"the calibration set {name!r} has {len(prompts)} prompts; "
                          f"--n-samples asks for {n_samples}")
     chosen = prompts[:n_samples]
-    sequences: list[torch.Tensor] = []
-    records: list[dict] = []
-    batches = range(0, len(chosen), batch_size)
-    for start in tqdm(batches, desc="calibration rollouts", disable=not progress):
-        batch = chosen[start:start + batch_size]
-        conditioning = [_conditioning(tts, start + i, p) for i, p in enumerate(batch)]
-        torch.manual_seed(seed + start)
+    conditioning = [_conditioning(tts, i, p, ref_audio) for i, p in enumerate(chosen)]
+    results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    forced = [i for i, p in enumerate(chosen) if p.audio]
+    rolled = [i for i, p in enumerate(chosen) if not p.audio]
+    batches = [rolled[k:k + batch_size] for k in range(0, len(rolled), batch_size)]
+    bar = tqdm(total=len(chosen), desc="calibration", disable=not progress)
+    for index in forced:
+        results[index] = _teacher_forced(tts, chosen[index], conditioning[index])
+        bar.update(1)
+    for batch in batches:
+        torch.manual_seed(seed + batch[0])
         with record_talker(tts) as record:
-            _speak(tts, batch, conditioning, max_new_tokens=max_seq_len, seed=seed)
-        for prompt, cond, seq, codes in zip(batch, conditioning, record.sequences(), record.codes,
-                                               strict=True):
-            seq = seq[:max_seq_len]
-            sequences.append(seq)
-            records.append({
-                "text": prompt.text,
-                "language": prompt.language,
-                "conditioning": cond["label"],
-                "codes": codes.tolist(),
-                "length": int(seq.shape[0]),
-            })
+            _speak(tts, [chosen[i] for i in batch], [conditioning[i] for i in batch],
+                   max_new_tokens=max_seq_len)
+        for i, seq, codes in zip(batch, record.sequences(), record.codes, strict=True):
+            results[i] = (seq, codes)
+        bar.update(len(batch))
+    bar.close()
+    sequences, records = [], []
+    for i, prompt in enumerate(chosen):
+        seq, codes = results[i]
+        sequences.append(seq[:max_seq_len])
+        records.append({
+            "text": prompt.text,
+            "language": prompt.language,
+            "conditioning": conditioning[i]["label"],
+            "codes": codes.tolist(),
+            "codes_from": "audio" if prompt.audio else "rollout",
+            "length": int(sequences[-1].shape[0]),
+        })
     return CalibrationSet(name, sequences, records, seed, max_seq_len, batch_size)
 
 
-def _conditioning(tts, index: int, prompt: Prompt) -> dict:
+def _conditioning(tts, index: int, prompt: Prompt, default_ref: str | None = None) -> dict:
     kind = tts.model.tts_model_type
     if kind == "base":
-        if prompt.ref_audio:
-            return {"label": f"ref:{prompt.ref_audio}", "ref_audio": prompt.ref_audio,
-                    "ref_text": prompt.ref_text}
+        ref = prompt.ref_audio or default_ref
+        if ref:
+            return {"label": f"ref:{Path(ref).name}", "ref_audio": ref,
+                    "ref_text": prompt.ref_text if prompt.ref_audio else None}
         pitch_index = index % len(REFERENCE_PITCHES)
         clip = synthetic_reference(seconds=1.5, seed=pitch_index,
                                    pitch=REFERENCE_PITCHES[pitch_index])
@@ -133,8 +154,14 @@ def _conditioning(tts, index: int, prompt: Prompt) -> dict:
     return {"label": f"instruct:{instruct}", "instruct": instruct}
 
 
-def _speak(tts, batch: list[Prompt], conditioning: list[dict], max_new_tokens: int,
-           seed: int) -> None:
+def _teacher_forced(tts, prompt: Prompt, cond: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The talker inputs for speaking the codec codes of ``prompt.audio``."""
+    codes = tts.model.speech_tokenizer.encode(prompt.audio).audio_codes[0].long().cpu()
+    talker_prompt = capture_prompt(tts, lambda: _speak(tts, [prompt], [cond], 1))
+    return teacher_forced_sequence(tts.model.talker, talker_prompt, codes), codes
+
+
+def _speak(tts, batch: list[Prompt], conditioning: list[dict], max_new_tokens: int) -> None:
     texts = [p.text for p in batch]
     languages = [p.language if p.language != "auto" else "Auto" for p in batch]
     common = dict(max_new_tokens=max_new_tokens, do_sample=True)

@@ -4,7 +4,8 @@ The built-in calibration set is 128 sentences written for this project in the te
 languages Qwen3-TTS supports; the held-out set (for the validator) shares none of them.
 User sets are JSONL / CSV / Parquet files or folders, or hub dataset names, read with
 ``datasets``: column ``text`` is required, ``language``, ``ref_audio`` and ``ref_text``
-are optional.
+are optional, and ``audio`` (a recording of the text) makes that row teacher-forced on the
+speech tokenizer's codes of the recording instead of a rollout.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Prompt:
     language: str = "auto"
     ref_audio: str | None = None
     ref_text: str | None = None
+    #: Recorded speech of ``text``: calibrate on its codec codes instead of a rollout.
+    audio: str | None = None
 
 
 def builtin_prompts(name: str = "builtin") -> list[Prompt]:
@@ -96,21 +99,20 @@ def _rows_to_prompts(rows: list[dict], source: str) -> list[Prompt]:
             raise UsageError(
                 f"{source}: row {index}, column 'language' has unsupported {language!r}"
             )
-        ref_audio = row.get("ref_audio")
-        if ref_audio:
-            _check_audio(ref_audio, source, index)
-        prompts.append(
-            Prompt(text.strip(), str(language).lower(), ref_audio or None, row.get("ref_text"))
-        )
+        for column in ("ref_audio", "audio"):
+            if row.get(column):
+                _check_audio(row[column], source, index, column)
+        prompts.append(Prompt(text.strip(), str(language).lower(), row.get("ref_audio") or None,
+                              row.get("ref_text") or None, row.get("audio") or None))
     return prompts
 
 
-def _check_audio(value: str, source: str, index: int) -> None:
+def _check_audio(value: str, source: str, index: int, column: str) -> None:
     import soundfile
 
     try:
         soundfile.info(str(value))
     except Exception as exc:
         raise UsageError(
-            f"{source}: row {index}, column 'ref_audio' is unreadable ({exc})"
+            f"{source}: row {index}, column '{column}' is unreadable ({exc})"
         ) from exc

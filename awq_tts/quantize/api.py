@@ -48,6 +48,7 @@ def quantize(
     revision: str | None = None,
     batch_size: int = 8,
     method: str = "awq",
+    ref_audio: str | None = None,
     progress: bool = True,
 ) -> QuantizeSummary:
     """Quantize the talker decoder linears of ``src`` to AWQ INT4 and write ``out``.
@@ -66,13 +67,15 @@ def quantize(
     src_info = source.resolve(str(src), revision)
     source.check(src_info, group_size)
     calib_name, prompts = load_prompts(calib)
+    if ref_audio is not None and not Path(ref_audio).is_file():
+        raise UsageError(f"--ref-audio {ref_audio}: no such file")
     if method not in ("awq", "rtn"):
         raise UsageError(f"--method {method!r}: choose 'awq' or 'rtn'")
     config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size, method=method)
 
     tts = qwen_tts().Qwen3TTSModel.from_pretrained(str(src_info.path), dtype="auto")
     calibration = _calibrate(tts, prompts, calib_name, n_samples, max_seq_len, seed, device,
-                             batch_size, progress)
+                             batch_size, progress, ref_audio)
     result = _walk(tts.model, calibration, config, device, progress)
     with atomic_output_dir(out, force=force) as tmp:
         checkpoint.copy_non_weight_files(src_info.path, tmp,
@@ -86,7 +89,7 @@ def quantize(
 
 
 def _calibrate(tts, prompts, name, n_samples, max_seq_len, seed, device, batch_size,
-               progress) -> CalibrationSet:
+               progress, ref_audio) -> CalibrationSet:
     """Roll the source model out on the device, then return it to the CPU for the walk."""
     if device != "cpu":
         tts.model.to(device)
@@ -94,7 +97,7 @@ def _calibrate(tts, prompts, name, n_samples, max_seq_len, seed, device, batch_s
     try:
         return build_calibration(tts, prompts, name=name, n_samples=n_samples,
                                  max_seq_len=max_seq_len, seed=seed, batch_size=batch_size,
-                                 progress=progress)
+                                 progress=progress, ref_audio=ref_audio)
     finally:
         tts.model.to("cpu")
         tts.device = torch.device("cpu")

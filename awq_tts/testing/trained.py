@@ -31,6 +31,11 @@ from safetensors.torch import save_file
 
 from .._qwen import qwen_tts
 from ..calibration.prompts import builtin_prompts
+from ..calibration.teacher_forcing import (
+    TalkerPrompt,
+    capture_prompt,
+    teacher_forced_sequence,
+)
 from ..io import atomic_output_dir
 from ..synth import synthetic_reference
 from .tiny import make_tiny_checkpoint
@@ -40,18 +45,6 @@ GROUP_STRIDE = 11
 FIRST_CODE = 3
 EXTRA_FRAMES = 0
 MAX_TEXT_TOKENS = 100
-
-
-class _Stop(Exception):
-    pass
-
-
-@dataclass
-class Example:
-    prefix: torch.Tensor
-    trailing: torch.Tensor
-    pad: torch.Tensor
-    n_text: int
 
 
 def target_codes(n_frames: int, codebook: int, groups: int) -> torch.Tensor:
@@ -77,41 +70,21 @@ def training_texts(count: int, seed: int, tokenizer) -> list[str]:
     return texts
 
 
-@torch.no_grad()
+@dataclass
+class Example:
+    prompt: TalkerPrompt
+    n_text: int
+
+
 def talker_prompts(tts, texts: list[str], ref) -> list[Example]:
-    """qwen-tts's own talker inputs for ``texts`` (voice clone, x-vector, streaming text)."""
-    captured: dict = {}
-
-    def stop(**kwargs):
-        captured.update(kwargs)
-        raise _Stop
-
-    tts.model.talker.generate = stop
-    try:
-        tts.generate_voice_clone(text=texts, language=["English"] * len(texts),
-                                 ref_audio=[ref] * len(texts), x_vector_only_mode=True)
-    except _Stop:
-        pass
-    finally:
-        del tts.model.talker.generate
+    """qwen-tts's own talker prompts for ``texts`` (voice clone, x-vector, streaming text)."""
+    voice = tts.create_voice_clone_prompt(ref_audio=ref, x_vector_only_mode=True)
     examples = []
-    for i, text in enumerate(texts):
-        mask = captured["attention_mask"][i].bool()
-        n_text = len(tts.processor(text=text)["input_ids"][0])
-        examples.append(Example(
-            prefix=captured["inputs_embeds"][i][mask].float(),
-            trailing=captured["trailing_text_hidden"][i][:n_text].float(),
-            pad=captured["tts_pad_embed"].reshape(-1).float(),
-            n_text=n_text,
-        ))
+    for text in texts:
+        prompt = capture_prompt(tts, lambda t=text: tts.generate_voice_clone(
+            text=t, language="English", voice_clone_prompt=voice))
+        examples.append(Example(prompt, len(tts.processor(text=text)["input_ids"][0])))
     return examples
-
-
-def _codec_sum(talker, codes: torch.Tensor) -> torch.Tensor:
-    parts = [talker.get_input_embeddings()(codes[:, 0])]
-    embeddings = talker.code_predictor.get_input_embeddings()
-    parts += [embeddings[g - 1](codes[:, g]) for g in range(1, codes.shape[1])]
-    return torch.stack(parts, 0).sum(0)
 
 
 def _batch(talker, examples: list[Example], eos: int):
@@ -120,12 +93,9 @@ def _batch(talker, examples: list[Example], eos: int):
     for ex in examples:
         frames = expected_frames(ex.n_text)
         codes = target_codes(frames, cfg.vocab_size - 1024, cfg.num_code_groups)
-        text = torch.cat([ex.trailing, ex.pad.expand(frames - ex.trailing.shape[0], -1)])
-        with torch.no_grad():
-            steps = _codec_sum(talker, codes) + text[:frames]
-        seqs.append(torch.cat([ex.prefix, steps]))
+        seqs.append(teacher_forced_sequence(talker, ex.prompt, codes))
+        p = ex.prompt.prefix.shape[0]
         lab = torch.full((seqs[-1].shape[0],), -100)
-        p = ex.prefix.shape[0]
         lab[p - 1:p - 1 + frames] = codes[:, 0]
         lab[p - 1 + frames] = eos
         labels.append(lab)
