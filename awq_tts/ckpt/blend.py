@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from ..errors import UsageError
 from ..io import atomic_output_dir
+from ..quantize.checkpoint import copy_non_weight_files
 from ..quantize.source import Source, resolve, weight_files
 
 BLEND_FILE = "noesis_blend.json"
@@ -111,7 +112,10 @@ def blend(tts_spec: str, llm_spec: str, alpha: float | str, out: str | Path,
              for n in chosen for p in PROJECTIONS}
     llm_tensors = _LLMTensors(llm)
     with atomic_output_dir(out, force=force) as tmp:
-        _copy_other_files(tts.path, tmp)
+        copy_non_weight_files(tts.path, tmp)
+        index = tts.path / "model.safetensors.index.json"
+        if index.is_file():  # same shard names and keys: the source index stays valid
+            shutil.copy2(index, tmp / index.name)
         blended = _write_blended(tts, llm_tensors, pairs, alpha, tmp)
         record = {
             "alpha": alpha,
@@ -148,12 +152,3 @@ def _write_blended(tts: Source, llm: _LLMTensors, pairs: dict[str, str], alpha: 
         raise UsageError(f"the TTS checkpoint lacks FFN tensors to blend: {missing[:3]}")
     return sorted(blended)
 
-
-def _copy_other_files(src: Path, dst: Path) -> None:
-    weights = {f.name for f in weight_files(src)}
-    for path in sorted(src.rglob("*")):
-        rel = path.relative_to(src)
-        if path.is_dir() or rel.parts[0].startswith(".") or rel.as_posix() in weights:
-            continue
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, dst / rel)
