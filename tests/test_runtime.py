@@ -149,3 +149,58 @@ def test_stock_qwen_tts_loading_through_transformers_awq(tiny_base_awq):
     tts = qwen_tts().Qwen3TTSModel.from_pretrained(str(tiny_base_awq), device_map="cuda:0")
     linear = tts.model.talker.model.layers[0].self_attn.q_proj
     assert type(linear).__name__ == "WQLinear_GEMM"
+
+
+def test_sharded_int4_output_loads(tiny_base, tiny_base_awq, tmp_path):
+    """The writer cuts shards at a size limit, writes an index, and the loader follows it."""
+    from safetensors.torch import load_file
+
+    from awq_tts.quantize import checkpoint
+    from awq_tts.quantize.packing import PackedLinear
+
+    int4 = load_file(str(tiny_base_awq / "model.safetensors"))
+    packed = {k[: -len(".qweight")]: PackedLinear(int4[k], int4[k[:-8] + ".qzeros"],
+                                                   int4[k[:-8] + ".scales"])
+              for k in int4 if k.endswith(".qweight")}
+    changed = {k: v for k, v in int4.items() if k.endswith("layernorm.weight")}
+    out = tmp_path / "sharded"
+    out.mkdir()
+    checkpoint.copy_non_weight_files(tiny_base_awq, out)
+    names = checkpoint.write_weights([tiny_base / "model.safetensors"], out, packed, changed,
+                                     max_shard_bytes=1024**2)
+    assert len(names) > 2 and names[-1] == "model.safetensors.index.json"
+    sharded = load(out)
+    whole = load(tiny_base_awq)
+    for (name, a), (_, b) in zip(sharded.model.state_dict().items(),
+                                 whole.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--speaker", "nobody"], "unknown speaker"),
+    (["--language", "Klingon"], "unsupported language"),
+])
+def test_synthesize_bad_requests(tiny_custom_voice, tmp_path, args, needle):
+    result = CliRunner().invoke(main, ["synthesize", str(tiny_custom_voice), "--text", "Hi.",
+                                       "-o", str(tmp_path / "x.wav"), *args])
+    assert result.exit_code == 2 and needle in result.output
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_synthesize_reference_audio(tiny_base, tmp_path):
+    import soundfile
+
+    from awq_tts.synth import synthetic_reference
+
+    wav, sr = synthetic_reference(seconds=1.0)
+    low = tmp_path / "ref16k.wav"
+    soundfile.write(low, wav[::3], sr // 3)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not a wav at all")
+    ok = CliRunner().invoke(main, ["synthesize", str(tiny_base), "--text", "Hi.",
+                                   "--ref-audio", str(low), "--max-new-tokens", "8",
+                                   "-o", str(tmp_path / "ok.wav")])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(main, ["synthesize", str(tiny_base), "--text", "Hi.",
+                                    "--ref-audio", str(broken), "-o", str(tmp_path / "b.wav")])
+    assert bad.exit_code == 2 and "cannot read reference audio" in bad.output
