@@ -36,17 +36,16 @@ class LayerInputs:
             out[key] = _slice_batch(value, dim, start, stop, self.hidden.shape[0], self.device)
         return out
 
-    def run(self, fn: Callable[[torch.Tensor, dict], torch.Tensor], x: torch.Tensor | None = None,
-            keep: bool = True) -> torch.Tensor | None:
-        """Apply ``fn(chunk, kwargs)`` over the batch; return the CPU result when ``keep``."""
+    def run(self, fn: Callable[[torch.Tensor, dict], torch.Tensor],
+            x: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply ``fn(chunk, kwargs)`` over the batch (default input: the layer's hidden)."""
         x = self.hidden if x is None else x
         outs = []
         for start in range(0, x.shape[0], self.batch_size):
             stop = min(start + self.batch_size, x.shape[0])
             out = fn(x[start:stop].to(self.device), self._slice(start, stop))
-            if keep:
-                outs.append(out.float().cpu())
-        return torch.cat(outs, dim=0) if keep else None
+            outs.append(out.float().cpu())
+        return torch.cat(outs, dim=0)
 
     def error(self, fn: Callable[[torch.Tensor, dict], torch.Tensor], x: torch.Tensor,
               ref: torch.Tensor) -> float:
@@ -111,7 +110,8 @@ def capture_first_layer(
     return seen["hidden"].float().cpu(), seen["kwargs"]
 
 
-def _float_kwargs(kwargs: dict) -> dict:
+def float_kwargs(kwargs: dict) -> dict:
+    """Floating tensors (also inside tuples) converted to float32, others as they are."""
     def conv(v):
         if isinstance(v, tuple):
             return tuple(conv(x) for x in v)
@@ -141,4 +141,4 @@ def record_linear_inputs(
     return out, {name: torch.cat(chunks, dim=0) for name, chunks in store.items()}
 
 
-__all__ = ["LayerInputs", "capture_first_layer", "record_linear_inputs", "_float_kwargs"]
+__all__ = ["LayerInputs", "capture_first_layer", "float_kwargs", "record_linear_inputs"]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import numerics
-from .activations import LayerInputs, _float_kwargs, capture_first_layer, record_linear_inputs
+from .activations import LayerInputs, capture_first_layer, float_kwargs, record_linear_inputs
 from .mapping import (
     QWEN3_TTS_TALKER,
     LayerMapping,
@@ -87,7 +87,7 @@ def walk(
     hidden, kwargs = capture_first_layer(talker.model, layers[0], embeds.to(talker.dtype), mask,
                                          position_ids)
     batch_dims = dict(mapping.layer_kwargs)
-    inputs = LayerInputs(hidden, _float_kwargs(kwargs), mask.bool(), batch_dims, device,
+    inputs = LayerInputs(hidden, float_kwargs(kwargs), mask.bool(), batch_dims, device,
                          config.batch_size)
     inputs.hidden[~inputs.valid] = 0
     result = WalkResult({}, {}, [])
