@@ -44,6 +44,16 @@ def atomic_output_dir(target: str | Path, force: bool = False) -> Iterator[Path]
         tmp.rename(target)
 
 
+def require_readable_audio(path: str | Path, message: str) -> None:
+    """Raise a UsageError ``message (reason)`` unless ``path`` is an audio file we can read."""
+    import soundfile
+
+    try:
+        soundfile.info(str(path))
+    except Exception as exc:
+        raise UsageError(f"{message} ({exc})") from exc
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()

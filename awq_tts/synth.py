@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import UsageError
+from .io import require_readable_audio
 
 SAMPLE_RATE = 24000
 
@@ -121,12 +122,7 @@ def check_request(model, language: str, ref_audio: str | None) -> None:
         raise UsageError(f"unsupported language {language!r}; this model supports: "
                          f"{', '.join(sorted(supported))}")
     if ref_audio is not None:
-        import soundfile
-
-        try:
-            soundfile.info(str(ref_audio))
-        except Exception as exc:
-            raise UsageError(f"cannot read reference audio {ref_audio}: {exc}") from exc
+        require_readable_audio(ref_audio, f"cannot read reference audio {ref_audio}")
 
 
 def peak_memory_bytes(device: str) -> int:

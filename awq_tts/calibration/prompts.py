@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import UsageError
+from ..io import require_readable_audio
 
 LANGUAGES = (
     "chinese", "english", "japanese", "korean", "german",
@@ -108,11 +109,4 @@ def _rows_to_prompts(rows: list[dict], source: str) -> list[Prompt]:
 
 
 def _check_audio(value: str, source: str, index: int, column: str) -> None:
-    import soundfile
-
-    try:
-        soundfile.info(str(value))
-    except Exception as exc:
-        raise UsageError(
-            f"{source}: row {index}, column '{column}' is unreadable ({exc})"
-        ) from exc
+    require_readable_audio(value, f"{source}: row {index}, column '{column}' is unreadable")

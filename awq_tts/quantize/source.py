@@ -91,11 +91,7 @@ def check(source: Source, group_size: int) -> None:
         missing.append("tokenizer.json or vocab.json")
     if missing:
         raise UsageError(f"{path} lacks tokenizer files: {', '.join(missing)}")
-    if not (path / "speech_tokenizer" / "config.json").is_file():
-        raise UsageError(
-            f"{path} has no speech_tokenizer/ (as in the original Darwin-TTS upload); add it "
-            f"with `awq-tts repair {path} --speech-tokenizer-from BASE_MODEL`"
-        )
+    require_speech_tokenizer(path)
     talker = cfg.get("talker_config", {})
     for key in ("hidden_size", "intermediate_size"):
         size = int(talker.get(key, 0))
@@ -105,6 +101,15 @@ def check(source: Source, group_size: int) -> None:
                 f"choose a group size that divides it"
             )
     _check_finite(source.weight_files())
+
+
+def require_speech_tokenizer(path: Path) -> None:
+    """qwen-tts cannot load a checkpoint without its codec; name the command that adds it."""
+    if not (path / "speech_tokenizer" / "config.json").is_file():
+        raise UsageError(
+            f"{path} has no speech_tokenizer/ (as in the original Darwin-TTS upload); add it "
+            f"with `awq-tts repair {path} --speech-tokenizer-from BASE_MODEL`"
+        )
 
 
 def _check_finite(files: list[Path]) -> None:

@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from .._qwen import qwen_tts
 from ..errors import UsageError
-from ..quantize.source import resolve, weight_files
+from ..quantize.source import require_speech_tokenizer, resolve, weight_files
 from .int4_linear import Int4Linear
 
 
@@ -28,22 +28,16 @@ def load(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.bfloa
 
     ``path`` is a local folder or a hub id (downloaded with huggingface_hub).
     """
-    path = resolve(str(path)).path
-    package = qwen_tts()
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise UsageError(f"{path} is not a checkpoint folder: it has no config.json")
-    if not (path / "speech_tokenizer" / "config.json").is_file():
-        raise UsageError(
-            f"{path} has no speech_tokenizer/; add it with "
-            f"`awq-tts repair {path} --speech-tokenizer-from BASE_MODEL`"
-        )
+    source = resolve(str(path))
+    require_speech_tokenizer(source.path)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"device {device!r} requested but no CUDA device is available")
-    raw = json.loads(config_file.read_text())
-    if "quantization_config" not in raw:
-        return package.Qwen3TTSModel.from_pretrained(str(path), device_map=device, dtype=dtype)
-    return _load_int4(package, path, raw["quantization_config"], device, dtype)
+    package = qwen_tts()
+    qconfig = source.config.get("quantization_config")
+    if qconfig is None:
+        return package.Qwen3TTSModel.from_pretrained(str(source.path), device_map=device,
+                                                     dtype=dtype)
+    return _load_int4(package, source.path, qconfig, device, dtype)
 
 
 def _load_int4(package, path: Path, qconfig: dict, device: str, dtype: torch.dtype):

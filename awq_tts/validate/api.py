@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import torch
 from .. import provenance
 from ..calibration.prompts import load_prompts
 from ..errors import UsageError
+from ..io import require_readable_audio
+from ..quantize.source import resolve
 from ..runtime import load
 from ..synth import synthetic_reference
 from . import audio, rollout, teacher
@@ -54,18 +55,7 @@ def resolve_reference(quant: Path, reference: str | None) -> str:
 
 
 def check_same_architecture(quant: Path, reference: str) -> None:
-    def config(path: Path) -> dict:
-        file = path / "config.json"
-        if not file.is_file():
-            raise UsageError(f"{path} is not a checkpoint folder: it has no config.json")
-        return json.loads(file.read_text())
-
-    ref_path = Path(reference)
-    if not ref_path.exists():
-        from ..quantize.source import resolve
-
-        ref_path = resolve(reference).path
-    q, r = config(quant), config(ref_path)
+    q, r = resolve(str(quant)).config, resolve(reference).config
     if q.get("model_type") != r.get("model_type") or q.get("tts_model_type") != r.get(
             "tts_model_type"):
         raise UsageError(f"architectures differ: {quant} is {q.get('tts_model_type')!r}, "
@@ -102,12 +92,7 @@ def validate_awq_quality(
     _, prompt_list = load_prompts(prompts or "heldout")
     prompt_list = prompt_list[:n_prompts] if n_prompts else prompt_list
     if ref_audio is not None:
-        import soundfile
-
-        try:
-            soundfile.info(ref_audio)
-        except Exception as exc:
-            raise UsageError(f"cannot read --ref-audio {ref_audio}: {exc}") from exc
+        require_readable_audio(ref_audio, f"cannot read --ref-audio {ref_audio}")
     memory = _MemoryProbe(device, thresholds.budget_gb)
     try:
         int4 = memory.track(lambda: memory.load(quant))
