@@ -14,6 +14,7 @@ from .. import provenance
 from .._qwen import qwen_tts
 from ..calibration.builder import DEFAULT_SEED, CalibrationSet, build_calibration
 from ..calibration.prompts import load_prompts
+from ..devices import resolve_device
 from ..errors import UsageError
 from ..io import atomic_output_dir
 from . import checkpoint, source
@@ -42,7 +43,7 @@ def quantize(
     n_samples: int = 128,
     max_seq_len: int = 512,
     seed: int = DEFAULT_SEED,
-    device: str = "cpu",
+    device: str = "auto",
     force: bool = False,
     calib: str | None = None,
     revision: str | None = None,
@@ -62,8 +63,7 @@ def quantize(
     out = Path(out)
     if out.exists() and not force:
         raise UsageError(f"{out} already exists; pass --force to replace it")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device} requested but no CUDA device is available")
+    device = resolve_device(device)
     src_info = source.resolve(str(src), revision)
     source.check(src_info, group_size)
     calib_name, prompts = load_prompts(calib)

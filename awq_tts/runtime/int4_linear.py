@@ -1,14 +1,12 @@
-"""``Int4Linear``: an AWQ GEMM-packed linear that runs on CUDA and on the CPU.
+"""``Int4Linear``: an AWQ GEMM-packed linear whose matmul is run by a chosen backend.
 
-State-dict names and layouts are AutoAWQ's ``WQLinear_GEMM`` (see
-``awq_tts.quantize.packing``), so checkpoints are interchangeable. The forward dispatches
-on the *input tensor's* device, not on an import-time flag:
-
-* CUDA: AutoAWQ's GEMM function (``awq_ext`` when installed, else its Triton kernels),
-  computing in fp16 inside and returning the caller's dtype;
-* CPU: unpack and dequantize the weight for this call, matmul, and drop it — AutoAWQ's
-  own forward would try its Triton kernel on CPU tensors and crash whenever triton is
-  installed. No dequantized copy is cached, so resident memory stays INT4.
+The module's state dict is AutoAWQ's ``WQLinear_GEMM`` (``qweight``, ``qzeros``, ``scales``,
+optional ``bias``; see ``awq_tts.quantize.packing``), so checkpoints are interchangeable.
+What runs the matmul is a backend (``awq_tts.runtime.backends``), prepared once by
+:meth:`Int4Linear.use_backend` for the device the layer lives on: torch's int4 kernel,
+AutoAWQ's GEMM, or exact dequantization (the default until a backend is chosen, and the
+reference). A backend that keeps its own weight layout frees ``qweight`` and restores it
+bit-exactly whenever a state dict is taken, so saving and ``inspect`` keep working.
 """
 
 from __future__ import annotations
@@ -16,7 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..quantize.packing import PackedLinear, dequantize_gemm
+from .backends import BACKENDS, Backend
 
 
 class Int4Linear(nn.Module):
@@ -39,6 +39,8 @@ class Int4Linear(nn.Module):
                                                      device=device))
         else:
             self.bias = None
+        self.backend: Backend = BACKENDS["dequant"]
+        self.register_state_dict_post_hook(_restore_qweight_in_state_dict)
 
     @classmethod
     def from_packed(cls, packed: PackedLinear, group_size: int) -> Int4Linear:
@@ -49,31 +51,53 @@ class Int4Linear(nn.Module):
             layer.bias = packed.bias
         return layer
 
+    def use_backend(self, backend: Backend, dtype: torch.dtype = torch.bfloat16) -> None:
+        """Prepare ``backend``'s kernel layout from the stored tensors (once, at load time)."""
+        if "qweight" not in self._buffers:
+            raise RuntimeError(f"{self.backend.name} already owns this layer's weight; "
+                               f"reload the checkpoint to switch backends")
+        reason = backend.unfit(self)
+        if reason is not None:
+            raise UsageError(f"backend {backend.name!r} cannot run a {self.in_features}→"
+                             f"{self.out_features} INT4 linear: {reason}")
+        backend.prepare(self, dtype)
+        self.backend = backend
+        if not backend.keeps_qweight:
+            del self._buffers["qweight"]
+
+    def set_kernel_tensors(self, backend_name: str, **tensors: torch.Tensor) -> None:
+        """Register a backend's prepared tensors as ``kernel_*`` (non-persistent) buffers."""
+        for name, tensor in tensors.items():
+            self.register_buffer(f"kernel_{name}", tensor, persistent=False)
+
+    def awq_qweight(self) -> torch.Tensor:
+        """The AutoAWQ ``qweight`` (restored from the kernel layout when the backend freed it)."""
+        if "qweight" in self._buffers:
+            return self._buffers["qweight"]
+        return self.backend.restore_qweight(self)
+
     def packed(self) -> PackedLinear:
-        return PackedLinear(self.qweight, self.qzeros, self.scales, self.bias)
+        return PackedLinear(self.awq_qweight(), self.qzeros, self.scales, self.bias)
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``[out, in]`` weight in ``dtype`` (computed on demand, never stored)."""
         return dequantize_gemm(self.packed()).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:
-            return self._forward_cuda(x)
-        weight = self.dequantized_weight(x.dtype)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return nn.functional.linear(x, weight, bias)
-
-    def _forward_cuda(self, x: torch.Tensor) -> torch.Tensor:
-        from .._compat import awq_gemm_function
-
-        shape = (*x.shape[:-1], self.out_features)
-        flat = x.reshape(-1, x.shape[-1]).half()
-        out = awq_gemm_function().apply(
-            flat.unsqueeze(0), self.qweight, self.qzeros, self.scales, 4, self.group_size,
-            self.bias, self.out_features,
-        )
-        return out.reshape(shape).to(x.dtype)
+        if x.device.type != self.scales.device.type:
+            raise RuntimeError(f"Int4Linear on {self.scales.device} got input on {x.device}; "
+                               f"load the model on the device you run it on "
+                               f"(awq_tts.load(..., device=...))")
+        return self.backend.forward(self, x)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"group_size={self.group_size}, bits=4, bias={self.bias is not None}")
+                f"group_size={self.group_size}, bits=4, bias={self.bias is not None}, "
+                f"backend={self.backend.name}")
+
+
+def _restore_qweight_in_state_dict(module: Int4Linear, state_dict: dict, prefix: str,
+                                   local_metadata: dict) -> None:
+    key = f"{prefix}qweight"
+    if key not in state_dict:
+        state_dict[key] = module.awq_qweight()

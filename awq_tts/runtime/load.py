@@ -18,26 +18,38 @@ import torch
 from safetensors import safe_open
 
 from .._qwen import qwen_tts
+from ..devices import resolve_device
 from ..errors import UsageError
 from ..quantize.source import require_speech_tokenizer, resolve, weight_files
+from .backends import get_backend
 from .int4_linear import Int4Linear
+from .prepare import prepare_for_inference
 
 
-def load(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.bfloat16):
+def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bfloat16,
+         backend: str = "auto"):
     """Load a Qwen3-TTS checkpoint (INT4 or not) as a ``qwen_tts.Qwen3TTSModel``.
 
-    ``path`` is a local folder or a hub id (downloaded with huggingface_hub).
+    ``path`` is a local folder or a hub id (downloaded with huggingface_hub). ``device``
+    ``auto`` is CUDA when available, else the CPU. ``backend`` picks the INT4 kernel
+    (``auto``, ``int4pack``, ``awq-triton``, ``dequant``; see ``runtime.backends``); the
+    choice is on the result as ``tts.awq_backend`` (``none`` for a bf16 checkpoint).
     """
+    device = resolve_device(device)
     source = resolve(str(path))
     require_speech_tokenizer(source.path)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} requested but no CUDA device is available")
+    if backend != "auto":
+        get_backend(backend, device)
     package = qwen_tts()
     qconfig = source.config.get("quantization_config")
     if qconfig is None:
-        return package.Qwen3TTSModel.from_pretrained(str(source.path), device_map=device,
-                                                     dtype=dtype)
-    return _load_int4(package, source.path, qconfig, device, dtype)
+        tts = package.Qwen3TTSModel.from_pretrained(str(source.path), device_map=device,
+                                                    dtype=dtype)
+        tts.awq_backend = "none"
+        return tts
+    tts = _load_int4(package, source.path, qconfig, device, dtype)
+    tts.awq_backend = prepare_for_inference(tts.model, backend, dtype)
+    return tts
 
 
 def _load_int4(package, path: Path, qconfig: dict, device: str, dtype: torch.dtype):

@@ -1,0 +1,227 @@
+"""Decode speed of Qwen3-TTS 1.7B, bf16 against every INT4 backend the device has, in one run.
+
+Works on the ``--full-shape`` random checkpoint and its RTN-packed INT4 twin (built if
+missing, shared with ``benchmarks/memory.py``: AWQ changes values, not layout, so bytes
+and speed equal an AWQ checkpoint's). Batch 1, a KV cache of ``--cache`` tokens, median of
+``--repeats`` timed calls after one warm-up, all in one process so the ratios compare
+like with like on a noisy machine:
+
+(a) each of the 7 talker linear shapes alone (``F.linear`` on a bf16 weight vs each backend);
+(b) one talker decoder step (28 layers, one token, cache cropped back after each call);
+(c) one whole codec frame as ``generate`` runs it: the talker step plus the code
+    predictor's 15 sub-steps (``Qwen3TTSTalkerForConditionalGeneration.forward``);
+(d) ``synthesize`` of one ten-word sentence end to end, capped at ``--frames`` frames
+    (random weights never stop by themselves), as a real-time factor.
+
+Prints a table and writes JSON (default ``benchmarks/results/decode.json``).
+Usage: python benchmarks/decode.py [--work DIR] [--device auto] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from memory import rtn_int4_twin  # noqa: E402
+
+from awq_tts.devices import resolve_device  # noqa: E402
+from awq_tts.quantize import numerics  # noqa: E402
+from awq_tts.quantize.packing import pack_gemm  # noqa: E402
+from awq_tts.runtime import Int4Linear, available_backends, load  # noqa: E402
+from awq_tts.runtime.backends import BACKENDS  # noqa: E402
+from awq_tts.testing import make_tiny_checkpoint  # noqa: E402
+
+LINEARS = (("q_proj", 2048, 2048), ("k_proj", 2048, 1024), ("v_proj", 2048, 1024),
+           ("o_proj", 2048, 2048), ("gate_proj", 2048, 6144), ("up_proj", 2048, 6144),
+           ("down_proj", 6144, 2048))
+SENTENCE = "The quick brown fox jumps over the lazy dog near the river."
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def bench_linears(device: str, backends: list[str], repeats: int) -> list[dict]:
+    rows, gen = [], torch.Generator().manual_seed(0)
+    for name, k, n in LINEARS:
+        w = torch.randn(n, k, generator=gen) * 0.02
+        scales, zeros = numerics.compute_qparams(w, 128)
+        packed = pack_gemm(numerics.quantize(w, scales, zeros, 128), scales, zeros)
+        x = torch.randn(1, k, generator=gen).to(device, torch.bfloat16)
+        dense = w.to(device, torch.bfloat16)
+        row = {"linear": name, "shape": f"{k}→{n}",
+               "bf16": timed(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense),
+                             device, repeats)}
+        for backend in backends:
+            layer = Int4Linear.from_packed(packed, 128).to(device)
+            layer.use_backend(BACKENDS[backend], torch.bfloat16)
+            row[backend] = timed(lambda layer=layer, x=x: layer(x), device, repeats)
+        rows.append(row)
+    return rows
+
+
+def _talker_state(tts, cache_len: int):
+    talker = tts.model.talker
+    gen = torch.Generator().manual_seed(0)
+    hidden = talker.config.hidden_size
+    prompt = (torch.randn(1, cache_len, hidden, generator=gen) * 0.05).to(talker.device,
+                                                                           talker.dtype)
+    out = talker.model(inputs_embeds=prompt, use_cache=True)
+    return talker, out.past_key_values, prompt[:, -1:]
+
+
+@torch.no_grad()
+def bench_model(tts, device: str, cache_len: int, repeats: int) -> dict:
+    talker, cache, token = _talker_state(tts, cache_len)
+
+    def step():
+        talker.model(inputs_embeds=token, past_key_values=cache, use_cache=True)
+        cache.crop(cache_len)
+
+    pad = talker.get_text_embeddings()(torch.tensor([[tts.model.config.tts_pad_token_id]],
+                                                    device=talker.device))
+    frame_kwargs = dict(
+        input_ids=torch.tensor([[17]], device=talker.device), past_hidden=token,
+        past_key_values=cache, use_cache=True, generation_step=0,
+        trailing_text_hidden=token[:, :0], tts_pad_embed=talker.text_projection(pad),
+        subtalker_dosample=False, subtalker_top_p=1.0, subtalker_top_k=1,
+        subtalker_temperature=1.0)
+
+    def frame():
+        talker(**frame_kwargs)
+        cache.crop(cache_len)
+
+    return {"talker_step": timed(step, device, repeats),
+            "codec_frame": timed(frame, device, repeats)}
+
+
+def bench_synth(tts, device: str, frames: int) -> dict:
+    from awq_tts.synth import speak
+
+    result = speak(tts, SENTENCE, max_new_tokens=frames, do_sample=False,
+                   subtalker_dosample=False)
+    return {"audio_s": result.seconds_audio, "wall_s": result.seconds_wall,
+            "rtf": result.real_time_factor}
+
+
+def run(args) -> dict:
+    device = resolve_device(args.device)
+    backends = [b for b in available_backends(device) if b not in args.skip_backend]
+    bf16_dir = args.work / f"full-{args.variant}"
+    if not (bf16_dir / "config.json").is_file():
+        make_tiny_checkpoint(bf16_dir, variant=args.variant, full_shape=True, force=True)
+    int4_dir = args.work / f"full-{args.variant}-int4"
+    if not (int4_dir / "config.json").is_file():
+        rtn_int4_twin(bf16_dir, int4_dir)
+    result = {"machine": machine(device), "device": device, "repeats": args.repeats,
+              "cache_tokens": args.cache, "synth_frames_cap": args.frames,
+              "threads": torch.get_num_threads(), "backends": backends,
+              "linears_s": bench_linears(device, backends, args.repeats), "models": {}}
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    for name in ["bf16", *backends]:
+        path = bf16_dir if name == "bf16" else int4_dir
+        tts = load(path, device=device, dtype=torch.bfloat16,
+                   backend="auto" if name == "bf16" else name)
+        repeats = args.repeats if name != "dequant" else max(1, args.repeats // 5)
+        entry = bench_model(tts, device, args.cache, repeats)
+        if not args.skip_synth and name != "dequant":
+            entry["synthesize"] = bench_synth(tts, device, args.frames)
+        result["models"][name] = entry
+        print(f"{name}: {entry}", flush=True)
+        del tts
+    return result
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def table(result: dict) -> str:
+    names = ["bf16", *result["backends"]]
+    head = "| | " + " | ".join(names) + " | " + " | ".join(
+        f"{b} speed-up" for b in result["backends"]) + " |"
+    lines = [f"Machine: {result['machine']}; batch 1, KV cache {result['cache_tokens']}, "
+             f"median of {result['repeats']}; milliseconds.", "", head,
+             "|---|" + "---:|" * (2 * len(names) - 1)]
+
+    def row(label: str, values: dict) -> str:
+        cells = [f"{values[n] * 1e3:.2f}" if n in values else "–" for n in names]
+        ups = [f"{values['bf16'] / values[b]:.2f}×" if b in values else "–"
+               for b in result["backends"]]
+        return f"| {label} | " + " | ".join(cells + ups) + " |"
+
+    for r in result["linears_s"]:
+        lines.append(row(f"{r['linear']} {r['shape']}", r))
+    models = result["models"]
+    for key, label in (("talker_step", "talker step (28 layers)"),
+                       ("codec_frame", "codec frame (talker + 15 sub-steps)")):
+        lines.append(row(label, {n: m[key] for n, m in models.items()}))
+    synth = {n: m["synthesize"]["rtf"] for n, m in models.items() if "synthesize" in m}
+    if synth:
+        cells = [f"RTF {synth[n]:.2f}" if n in synth else "–" for n in names]
+        ups = [f"{synth['bf16'] / synth[b]:.2f}×" if b in synth else "–"
+               for b in result["backends"]]
+        lines.append(f"| synthesize, ten words (≤{result['synth_frames_cap']} frames) | "
+                     + " | ".join(cells + ups) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
+    parser.add_argument("--variant", default="voice_design")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cache", type=int, default=64, help="KV-cache tokens before the step")
+    parser.add_argument("--frames", type=int, default=24, help="frame cap for (d)")
+    parser.add_argument("--skip-synth", action="store_true")
+    parser.add_argument("--skip-backend", action="append", default=[],
+                        help="leave a backend out (repeatable), e.g. dequant")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    result = run(args)
+    md = table(result)
+    print(md)
+    path = args.json or (Path(__file__).parent / "results"
+                         / f"decode-{'cuda' if result['device'] != 'cpu' else 'cpu'}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**result, "table_markdown": md}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

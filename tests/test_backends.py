@@ -1,0 +1,130 @@
+"""Runtime backends: each equals exact dequantization within its documented tolerance, ``auto``
+picks torch's int4 kernel, every backend speaks, and the state dict stays AutoAWQ's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import GREEDY
+
+from awq_tts.errors import UsageError
+from awq_tts.quantize import numerics
+from awq_tts.quantize.packing import pack_gemm
+from awq_tts.runtime import Int4Linear, available_backends, backend_of, load
+from awq_tts.runtime.backends import BACKENDS, get_backend
+
+CUDA = torch.cuda.is_available()
+#: Relative error bound against float32 dequantization, by caller dtype (see int4pack.py).
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1.5e-2}
+
+
+def _layer(out_features: int, in_features: int, bias: bool, seed: int = 0) -> Int4Linear:
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(out_features, in_features, generator=gen) * 0.02
+    scales, zeros = numerics.compute_qparams(w, 128)
+    b = torch.randn(out_features, generator=gen) * 0.1 if bias else None
+    return Int4Linear.from_packed(pack_gemm(numerics.quantize(w, scales, zeros, 128), scales,
+                                            zeros, b), 128)
+
+
+def _cases(device: str):
+    for name in available_backends(device):
+        if name != "dequant":
+            yield pytest.param(name, device, marks=[pytest.mark.gpu] if device != "cpu" else [],
+                               id=f"{name}-{device}")
+
+
+BACKEND_CASES = [*_cases("cpu"), *(_cases("cuda") if CUDA else [
+    pytest.param(n, "cuda", marks=pytest.mark.gpu, id=f"{n}-cuda")
+    for n in ("int4pack", "awq-triton")])]
+
+
+@pytest.mark.parametrize("name, device", BACKEND_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("shape", [(1,), (7,), (2, 5)], ids=["b1", "b7", "3d"])
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+def test_backend_matches_dequant(name, device, dtype, shape, bias):
+    reference = _layer(768, 1024, bias)
+    layer = _layer(768, 1024, bias).to(device)
+    layer.use_backend(BACKENDS[name], dtype)
+    x = torch.randn(*shape, 1024, generator=torch.Generator().manual_seed(1)).to(dtype)
+    want = reference(x.float())
+    got = layer(x.to(device)).float().cpu()
+    assert got.shape == (*shape, 768) and got.dtype == torch.float32
+    tol = TOLERANCE[dtype] if name == "int4pack" else 1e-2   # awq-triton: fp16 inside
+    assert torch.linalg.norm(got - want) / torch.linalg.norm(want) < tol
+
+
+@pytest.mark.parametrize("name, device", BACKEND_CASES)
+def test_backend_state_dict_is_autoawq(name, device):
+    """Names, shapes, dtypes and bytes of the stored tensors survive any backend."""
+    stored = _layer(768, 1024, bias=True).state_dict()
+    layer = _layer(768, 1024, bias=True).to(device)
+    layer.use_backend(BACKENDS[name], torch.bfloat16)
+    state = layer.state_dict()
+    assert sorted(state) == sorted(stored) == ["bias", "qweight", "qzeros", "scales"]
+    for key, tensor in stored.items():
+        assert torch.equal(state[key].cpu(), tensor), key
+
+
+def test_auto_picks_int4pack_on_cpu_and_says_so(tiny_base_awq):
+    assert available_backends("cpu") == ["int4pack", "dequant"]
+    tts = load(tiny_base_awq, device="cpu")
+    assert tts.awq_backend == backend_of(tts.model) == "int4pack"
+    assert "backend=int4pack" in repr(tts.model.talker.model.layers[0].mlp.down_proj)
+    kernel = tts.model.talker.model.layers[0].mlp.down_proj
+    assert "qweight" not in kernel._buffers and "kernel_weight" in kernel._buffers
+
+
+def test_loaded_model_still_saves_the_checkpoint_tensors(tiny_base_awq):
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tiny_base_awq / "model.safetensors"))
+    state = load(tiny_base_awq, device="cpu", dtype=torch.float32).model.state_dict()
+    packed = [k for k in stored if k.endswith((".qweight", ".qzeros", ".scales"))]
+    assert len(packed) == 3 * 7 * 2
+    for key in packed:
+        assert state[key].dtype == stored[key].dtype and torch.equal(state[key], stored[key]), key
+
+
+@pytest.mark.parametrize("backend", available_backends("cpu"))
+def test_every_cpu_backend_speaks(tiny_base_awq, ref_clip, backend):
+    import numpy as np
+
+    tts = load(tiny_base_awq, device="cpu", backend=backend)
+    assert tts.awq_backend == backend
+    wavs, sr = tts.generate_voice_clone(text="Hello.", language="English", ref_audio=ref_clip,
+                                        x_vector_only_mode=True, max_new_tokens=12, **GREEDY)
+    assert sr == 24000 and np.isfinite(wavs[0]).all() and np.abs(wavs[0]).max() > 1e-3
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("bogus", "unknown backend 'bogus'; on cpu use one of: auto, int4pack, dequant"),
+    ("awq-triton", "cannot run on cpu: AutoAWQ's kernels run on CUDA only"),
+])
+def test_bad_backend_is_one_clear_line(name, needle):
+    with pytest.raises(UsageError) as info:
+        get_backend(name, "cpu")
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unfit_group_size_is_named():
+    layer = _layer(64, 256, bias=False)
+    layer.group_size = 16
+    with pytest.raises(UsageError, match="group size 16"):
+        layer.use_backend(BACKENDS["int4pack"])
+
+
+def test_int4pack_logits_match_dequant_on_the_trained_model(tiny_trained_awq):
+    """Teacher-forced talker-logit KL between backends, on the trained model's own speech."""
+    from awq_tts.calibration.prompts import load_prompts
+    from awq_tts.synth import synthetic_reference
+    from awq_tts.validate import rollout, teacher
+
+    exact = load(tiny_trained_awq, device="cpu", backend="dequant")
+    fast = load(tiny_trained_awq, device="cpu", backend="int4pack")
+    _, prompts = load_prompts("heldout")
+    voice = rollout.voice_for(exact, synthetic_reference(seconds=1.0))
+    run = rollout.speak(exact, prompts[:3], voice, greedy=True, seed=0, max_new_tokens=60)
+    metrics = teacher.compare(exact, fast, run.sequences, run.codes, run.stopped).summary()
+    assert metrics["kl_mean"] < 1e-3 and metrics["top1"] > 0.98
