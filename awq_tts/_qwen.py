@@ -63,3 +63,20 @@ def _register(auto: type, key: object, value: type) -> None:
         auto.register(key, value, exist_ok=True)
     except TypeError:
         auto.register(key, value)
+
+
+@contextlib.contextmanager
+def quiet_generation() -> Iterator[None]:
+    """Silence transformers' per-call generation chatter (``Setting `pad_token_id` …``).
+
+    qwen-tts calls ``generate`` once per rollout and per code-predictor frame; each call
+    logs that line at warning level, burying progress bars. Restored on exit.
+    """
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)

@@ -15,6 +15,10 @@ import click
 from . import __version__
 from .errors import UsageError
 
+DEVICE_HELP = "auto (CUDA when available, else cpu), cpu, cuda or cuda:N."
+BACKEND_HELP = ("INT4 kernel: auto, int4pack (torch's, CPU and CUDA), awq-triton (AutoAWQ's, "
+                "CUDA) or dequant (exact reference, slow).")
+
 
 def _friendly(func):
     @functools.wraps(func)
@@ -88,11 +92,12 @@ def make_tiny(out: Path, variant: str, seed: int, full_shape: bool, trained: boo
 @click.option("--instruct", type=str, help="Voice description (VoiceDesign) or style.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-new-tokens", type=int, default=2048, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--backend", default="auto", show_default=True, help=BACKEND_HELP)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 @_friendly
 def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, instruct, seed,
-               max_new_tokens, device, output) -> None:
+               max_new_tokens, device, backend, output) -> None:
     """Speak text with MODEL (an INT4 or bf16 checkpoint folder) and write a wav.
 
     Long texts are split at sentence ends and the audio joined. Base models clone
@@ -105,7 +110,7 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
         text = text_file.read_text(encoding="utf-8")
     if not text or not text.strip():
         raise UsageError("nothing to speak: pass --text TEXT or --text-file FILE")
-    tts = load(model, device=device)
+    tts = load(model, device=device, backend=backend)
     check_request(tts, language, ref_audio)
     result = speak_long(
         tts, text, language=language, ref_audio=str(ref_audio) if ref_audio else None,
@@ -113,10 +118,11 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
         max_new_tokens=max_new_tokens,
     )
     write_wav(output, result.wav, result.sample_rate)
-    peak = peak_memory_bytes(device) / 2**30
+    peak = peak_memory_bytes(str(tts.device)) / 2**30
     click.echo(
         f"wrote {output}: {result.seconds_audio:.2f} s of audio in {result.seconds_wall:.2f} s "
-        f"(real-time factor {result.real_time_factor:.2f}, peak memory {peak:.2f} GiB)"
+        f"(real-time factor {result.real_time_factor:.2f}, peak memory {peak:.2f} GiB, "
+        f"{tts.device}, INT4 backend {tts.awq_backend})"
     )
 
 
@@ -131,8 +137,9 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
 @click.option("--max-seq-len", type=int, default=512, show_default=True,
               help="Talker positions kept per calibration sequence.")
 @click.option("--seed", type=int, default=1729, show_default=True)
-@click.option("--device", default="cpu", show_default=True,
-              help="Where rollouts and per-layer search run (cuda moves one layer at a time).")
+@click.option("--device", default="auto", show_default=True,
+              help="Where rollouts and per-layer search run (cuda moves one layer at a time); "
+                   "auto: CUDA when available, else cpu.")
 @click.option("--calib", type=str, default=None,
               help="Calibration prompts: 'builtin' (default), a JSONL/CSV/Parquet file or "
                    "folder, or a hub dataset name.")
@@ -257,8 +264,11 @@ def repair(ckpt, base, out, force) -> None:
 @click.option("--ref-audio", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Reference voice for Base models; default: a built-in synthetic clip.")
 @click.option("--budget-gb", type=float, default=6.0, show_default=True,
-              help="Memory budget (peak VRAM on CUDA, resident INT4 weights on CPU).")
-@click.option("--device", default="cpu", show_default=True)
+              help="Memory budget in GiB: peak VRAM on CUDA; on CPU the peak RSS increase "
+                   "of INT4 load + one sentence, in a fresh process.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--backend", default="auto", show_default=True,
+              help=BACKEND_HELP + " 'all': validate every backend the device has.")
 @click.option("--max-new-tokens", type=int, default=1024, show_default=True,
               help="A rollout that reaches this without end-of-speech counts as runaway.")
 @click.option("--seed", type=int, default=1729, show_default=True)
@@ -275,36 +285,60 @@ def repair(ckpt, base, out, force) -> None:
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="PNG plot (default: next to --json).")
+@click.option("--strict", is_flag=True,
+              help="Count skipped checks (not measurable on this model) as failures.")
+@click.option("--full", is_flag=True,
+              help="Run the rollouts even when a static check (weights audit, untouched "
+                   "tensors) already failed.")
 @_friendly
-def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device, max_new_tokens,
-             seed, kl_mean, kl_p99, top1, eos_prob_ratio, duration_ratio,
-             speaker_similarity_delta, json_path, markdown_path, plot_path) -> None:
+def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device, backend,
+             max_new_tokens, seed, kl_mean, kl_p99, top1, eos_prob_ratio, duration_ratio,
+             speaker_similarity_delta, json_path, markdown_path, plot_path, strict, full) -> None:
     """Compare INT4 checkpoint QUANT with its bf16 source and give one verdict.
 
-    Exit code 0: every check passed; 1: at least one failed (each is named);
+    Each check ends as pass, fail or skipped (with its reason; --strict fails on
+    skips). Exit code 0: no check failed; 1: at least one failed (each is named);
     2: bad usage. The verdict and the report's sha256 are appended to QUANT's
     noesis_provenance.json.
     """
     import dataclasses
 
+    from .devices import resolve_device
+    from .runtime.backends import available_backends
     from .validate import Thresholds, validate_awq_quality
-    from .validate.report import append_to_provenance, print_table, write_outputs
+    from .validate.report import print_table, write_outputs
 
     overrides = {k: v for k, v in dict(
         kl_mean=kl_mean, kl_p99=kl_p99, top1=top1, eos_prob_ratio=eos_prob_ratio,
         duration_ratio=duration_ratio, speaker_similarity_delta=speaker_similarity_delta,
         budget_gb=budget_gb).items() if v is not None}
     thresholds = dataclasses.replace(Thresholds(), **overrides)
-    report = validate_awq_quality(quant, reference=reference, prompts=prompts,
-                                  ref_audio=str(ref_audio) if ref_audio else None,
-                                  thresholds=thresholds, device=device, n_prompts=n_prompts,
-                                  max_new_tokens=max_new_tokens, seed=seed)
+    device = resolve_device(device)
+    backends = available_backends(device) if backend == "all" else [backend]
     if plot_path is None and json_path is not None:
         plot_path = json_path.with_suffix(".png")
-    digest = write_outputs(report, json_path, markdown_path, plot_path)
-    print_table(report)
-    append_to_provenance(Path(quant), report, digest)
-    sys.exit(0 if report.passed else 1)
+    passed = True
+    for name in backends:
+        report = validate_awq_quality(quant, reference=reference, prompts=prompts,
+                                      ref_audio=str(ref_audio) if ref_audio else None,
+                                      thresholds=thresholds, device=device, n_prompts=n_prompts,
+                                      max_new_tokens=max_new_tokens, seed=seed, backend=name,
+                                      strict=strict, full=full)
+        tag = f"-{name}" if len(backends) > 1 else ""
+        write_outputs(report, *(_tagged(p, tag) for p in (json_path, markdown_path, plot_path)))
+        print_table(report)
+        if report.record_error:
+            click.echo(f"warning: the verdict was not recorded in the provenance: "
+                       f"{report.record_error}", err=True)
+        passed &= report.passed
+    sys.exit(0 if passed else 1)
+
+
+def _tagged(path: Path | None, tag: str) -> Path | None:
+    """``report.json`` → ``report-int4pack.json`` when several backends are validated."""
+    if path is None or not tag:
+        return path
+    return path.with_name(f"{path.stem}{tag}{path.suffix}")
 
 
 main.add_command(validate)

@@ -12,6 +12,10 @@ from rich.table import Table
 
 from .. import provenance
 
+_MARKS = {"pass": "[green]pass[/green]", "fail": "[bold red]FAIL[/bold red]",
+          "skip": "[yellow]skipped[/yellow]"}
+_MD_MARKS = {"pass": "pass", "fail": "**FAIL**", "skip": "skipped"}
+
 
 def _fmt(value) -> str:
     if value is None:
@@ -23,16 +27,21 @@ def _fmt(value) -> str:
 
 def print_table(report, console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=f"validate {report.quantized} against {report.reference}")
+    table = Table(title=f"validate {report.quantized} against {report.reference}",
+                  caption=_runtime_line(report))
     for col in ("check", "value", "bound", "result"):
         table.add_column(col, justify="right" if col != "check" else "left")
     for c in report.checks:
-        mark = "[green]pass[/green]" if c.passed else "[bold red]FAIL[/bold red]"
-        table.add_row(c.name, _fmt(c.value), f"{c.op} {_fmt(c.bound)}", mark)
+        table.add_row(c.name, _fmt(c.value), f"{c.op} {_fmt(c.bound)}", _MARKS[c.status])
     console.print(table)
-    verdict = "[bold green]PASS[/bold green]" if report.passed else (
-        f"[bold red]FAIL[/bold red] ({', '.join(report.failed)})")
-    console.print(f"verdict: {verdict}")
+    style = "bold green" if report.passed else "bold red"
+    console.print(f"verdict: [{style}]{report.verdict}[/{style}]", highlight=False)
+
+
+def _runtime_line(report) -> str:
+    runtime = report.metrics.get("runtime") or {}
+    return (f"INT4 ran on {runtime.get('device', 'n/a')} with backend "
+            f"{runtime.get('backend', 'n/a')}")
 
 
 def to_json(report) -> bytes:
@@ -41,12 +50,14 @@ def to_json(report) -> bytes:
 
 
 def to_markdown(report) -> str:
-    lines = [f"# AWQ quality report: {'PASS' if report.passed else 'FAIL'}", "",
-             f"- quantized: `{report.quantized}`", f"- reference: `{report.reference}`", "",
-             "| check | value | bound | result |", "|---|---:|---:|---|"]
+    lines = [f"# AWQ quality report: {report.verdict}", "",
+             f"- quantized: `{report.quantized}`", f"- reference: `{report.reference}`",
+             f"- {_runtime_line(report)}", "",
+             "| check | value | bound | result | detail |", "|---|---:|---:|---|---|"]
     for c in report.checks:
+        detail = c.detail.replace("|", "/")
         lines.append(f"| {c.name} | {_fmt(c.value)} | {c.op} {_fmt(c.bound)} | "
-                     f"{'pass' if c.passed else '**FAIL**'} |")
+                     f"{_MD_MARKS[c.status]} | {detail} |")
     tf = report.metrics.get("teacher_forced", {})
     if tf:
         lines += ["", "## Reported without a bound", "",
@@ -103,7 +114,11 @@ def write_outputs(report, json_path: Path | None, markdown_path: Path | None,
 
 
 def append_to_provenance(folder: Path, report, report_sha256: str) -> bool:
-    """Record the verdict in the INT4 folder's provenance (False if it has none)."""
+    """Record the verdict in the INT4 folder's provenance (False if it has none).
+
+    The one owner of the record: ``validate_awq_quality`` calls it, so the Python API and
+    the CLI write the same entry. The file is replaced atomically.
+    """
     path = folder / provenance.FILENAME
     if not path.is_file():
         return False
@@ -111,6 +126,11 @@ def append_to_provenance(folder: Path, report, report_sha256: str) -> bool:
     record.setdefault("validations", []).append({
         "verdict": "pass" if report.passed else "fail",
         "failed": report.failed,
+        "skipped": report.skipped,
+        "strict": report.strict,
+        "checks": {c.name: c.status for c in report.checks},
+        "backend": (report.metrics.get("runtime") or {}).get("backend"),
+        "device": (report.metrics.get("runtime") or {}).get("device"),
         "reference": report.reference,
         "report_sha256": report_sha256,
         "time": datetime.now(UTC).isoformat(timespec="seconds"),

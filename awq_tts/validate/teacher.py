@@ -3,6 +3,11 @@
 Both talkers read exactly the same inputs — what the bf16 talker saw while speaking,
 up to the position where it predicted end-of-speech — so every difference in logits or
 hidden states comes from quantization, not from diverging histories.
+
+KL, top-1 and the EOS probability are taken only at *frame positions*: the last prompt
+position (it predicts the first frame) and every later one (each predicts the next frame
+or end-of-speech). The text prefix's logits are never sampled, and averaging over them
+would dilute the mean.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class TeacherMetrics:
     eos_int4: list[float] = field(default_factory=list)
     layer_cosine: list[float] = field(default_factory=list)
     code_agreement: list[float] = field(default_factory=list)
+    positions: int = 0
 
     def summary(self) -> dict:
         flat = torch.tensor([v for row in self.kl for v in row]) if self.kl else torch.zeros(1)
@@ -32,9 +38,11 @@ class TeacherMetrics:
             "eos_prob_bf16": eos_b,
             "eos_prob_int4": eos_q,
             "eos_prob_ratio": eos_q / eos_b if eos_b > 0 else None,
+            "eos_prompts": len(self.eos_bf16),
+            "frame_positions": self.positions,
             "layer_cosine": self.layer_cosine,
-            "code_predictor_agreement": (sum(self.code_agreement)
-                                         / max(len(self.code_agreement), 1)),
+            "code_predictor_agreement": (sum(self.code_agreement) / len(self.code_agreement)
+                                         if self.code_agreement else None),
         }
 
 
@@ -62,8 +70,14 @@ def compare(reference, quantized, sequences: list[torch.Tensor], codes: list[tor
     metrics = TeacherMetrics()
     cos_sum: torch.Tensor | None = None
     for seq, frames, stop in zip(sequences, codes, stopped, strict=True):
+        n = frames.shape[0]
+        # frame k is predicted at prefix_end - 1 + k; a stopped sequence also holds the
+        # last frame's input, the position that predicted end-of-speech
+        start = seq.shape[0] - n - (1 if stop else 0)
         lr, hr, last_r = _forward(ref_t, seq)
         lq, hq, last_q = _forward(q_t, seq)
+        lr, lq = lr[start:], lq[start:]
+        metrics.positions += lr.shape[0]
         logp, logq = lr.log_softmax(-1), lq.log_softmax(-1)
         metrics.kl.append((logp.exp() * (logp - logq)).sum(-1).cpu().tolist())
         metrics.top1.append(float((lr.argmax(-1) == lq.argmax(-1)).float().mean()))
@@ -73,11 +87,7 @@ def compare(reference, quantized, sequences: list[torch.Tensor], codes: list[tor
         cos = torch.stack([torch.nn.functional.cosine_similarity(a, b, dim=-1).mean()
                            for a, b in zip(hr, hq, strict=True)]).cpu()
         cos_sum = cos if cos_sum is None else cos_sum + cos
-        n = frames.shape[0]
         if n:
-            # frame k was predicted at prefix_end - 1 + k; a stopped sequence also holds
-            # the last frame's input (the one that predicted end-of-speech)
-            start = seq.shape[0] - n - (1 if stop else 0)
             positions = torch.arange(start, start + n)
             pr = _code_predictions(ref_t, last_r[positions], frames)
             pq = _code_predictions(q_t, last_q[positions], frames)

@@ -1,26 +1,32 @@
-"""The checks behind the verdict and their default bounds (each overridable by a flag).
+"""The checks behind the verdict, their default bounds, and the three states a check can end in.
 
 =========================  =====================================================  ========
 check                      passes when                                            default
 =========================  =====================================================  ========
 kl_mean                    mean KL(bf16 ‖ INT4) of the codec head, teacher-forced  ≤ 0.05
+                           at the positions that predict a codec frame or EOS
 kl_p99                     99th percentile of that per-position KL                 ≤ 1.0
-top1                       agreement of the argmax codec token                     ≥ 0.90
+top1                       agreement of the argmax codec token (same positions)    ≥ 0.90
 eos_prob_ratio             INT4 / bf16 end-of-speech probability where bf16 stops  ≥ 0.5
 runaway_greedy             INT4 runaway rate ≤ bf16's + tolerance (greedy)         + 0.0
 runaway_sampled            the same, sampled with the same seed                    + 0.0
 duration_ratio             mean |frames INT4 / frames bf16 − 1| over prompts       ≤ 0.15
 speaker_similarity_delta   mean speaker similarity to the reference, INT4 − bf16   ≥ −0.03
-memory                     peak VRAM (CUDA) or resident INT4 weights (CPU)         ≤ budget
+memory                     peak VRAM of INT4 load + speech (CUDA), or peak RSS     ≤ budget
+                           increase of INT4 load + speech in a fresh process (CPU)
 =========================  =====================================================  ========
 
-Reported without a bound: per-layer hidden-state cosine, code-predictor agreement,
-log-mel distance between the two outputs, real-time factors.
+Every check ends as ``pass``, ``fail`` or ``skip``. A check whose value could not be
+measured (bf16 never stopped, so there is no EOS probability to compare; a model without
+a speaker encoder) is *skipped with its reason*, never counted as a pass: the verdict line
+names every skip, and ``strict`` turns skips into failures.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
 
 
 @dataclass(frozen=True)
@@ -42,20 +48,45 @@ class Thresholds:
 @dataclass
 class Check:
     name: str
-    value: float
+    value: float | None
     bound: float
     op: str
-    passed: bool
+    status: str
     detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAIL
+
+    @property
+    def skipped(self) -> bool:
+        return self.status == SKIP
 
     def as_dict(self) -> dict:
         return {"name": self.name, "value": self.value, "bound": self.bound, "op": self.op,
-                "passed": self.passed, "detail": self.detail}
+                "status": self.status, "detail": self.detail}
 
 
-def check(name: str, value: float | None, op: str, bound: float, detail: str = "") -> Check:
-    """A check that passes when ``value op bound``; a missing value is skipped (passes)."""
+def check(name: str, value: float | None, op: str, bound: float, detail: str = "",
+          skip_reason: str = "not measured") -> Check:
+    """``value op bound`` as a pass or a fail; a missing value is a skip with its reason."""
     if value is None:
-        return Check(name, float("nan"), bound, op, True, detail or "not measured")
+        return Check(name, None, bound, op, SKIP, skip_reason)
     passed = value <= bound if op == "<=" else value >= bound
-    return Check(name, float(value), bound, op, bool(passed), detail)
+    return Check(name, float(value), bound, op, PASS if passed else FAIL, detail)
+
+
+def verdict_line(checks: list[Check], strict: bool = False) -> str:
+    """``PASS``, ``PASS (1 skipped: eos_prob_ratio — bf16 never stopped)`` or ``FAIL (…)``."""
+    failed = [c.name for c in checks if c.failed or (strict and c.skipped)]
+    skipped = [f"{c.name} — {c.detail}" for c in checks if c.skipped]
+    head = "FAIL" if failed else "PASS"
+    parts = [f"failed: {', '.join(failed)}"] if failed else []
+    if skipped:
+        parts.append(f"{len(skipped)} skipped{' (strict)' if strict else ''}: "
+                     + "; ".join(skipped))
+    return f"{head} ({'; '.join(parts)})" if parts else head

@@ -1,0 +1,156 @@
+"""Memory checks that mean something: what the INT4 model costs where it runs.
+
+* CUDA: peak VRAM of the INT4 load plus both rollout modes, under the budget enforced with
+  the per-process memory fraction (an out-of-memory inside the budget is a failed check).
+* CPU: in a *fresh* process, the peak resident-set increase over the baseline after
+  imports, of loading the INT4 model with the chosen backend and speaking one sentence.
+  Measured in-process it would include the bf16 reference and whatever ran before.
+* ``weight_bytes_ratio``: resident bytes of the talker's decoder layers (the scope awq-tts
+  quantizes, kernel buffers included) as loaded, INT4 over bf16: 0.27 at every shape for
+  group 128, 1.0 for bf16. A runtime that kept a dequantized or duplicate copy would show
+  here. The whole-model ratio (speech tokenizer excluded) is reported too: 0.46 at the
+  real 1.7B shapes, but about 0.78 for the tiny test model, whose embeddings dominate, so
+  no single bound on it could both mean something and pass on every shape.
+
+A model without INT4 linears given as QUANT fails both checks, whatever it weighs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from ..runtime import load
+from .thresholds import FAIL, Check, check
+
+#: Bound on INT4 / bf16 resident bytes of the talker decoder layers (measured: 0.27).
+WEIGHT_BYTES_RATIO = 0.35
+
+_PROBE = """
+import json, re, sys
+import torch
+from awq_tts.runtime import load
+from awq_tts.synth import speak
+
+def status(key):
+    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+
+path, backend, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(int(sys.argv[4]))
+from awq_tts._qwen import qwen_tts  # imports count as baseline, not as the model
+qwen_tts()
+from qwen_tts.inference.qwen3_tts_tokenizer import Qwen3TTSTokenizer  # noqa
+from transformers import AutoProcessor  # noqa
+try:  # reset the high-water mark so the imports' transient peak does not count
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+except OSError:
+    pass
+base = status("VmRSS")
+tts = load(path, device="cpu", backend=backend)
+loaded = status("VmHWM")
+with torch.no_grad():
+    speak(tts, "A short sentence to measure memory.", max_new_tokens=tokens,
+          do_sample=False, subtalker_dosample=False)
+peak = status("VmHWM")
+print("RESULT" + json.dumps({"load_kib": loaded - base, "peak_kib": peak - base}))
+"""
+
+
+class OutOfBudget(Exception):
+    """The INT4 model ran out of GPU memory inside the budget."""
+
+
+class MemoryProbe:
+    """Loads the INT4 model and keeps the numbers the memory checks need."""
+
+    def __init__(self, device: str, budget_gb: float, backend: str = "auto") -> None:
+        self.device, self.budget_gb, self.backend = device, budget_gb, backend
+        self.cuda = device.startswith("cuda")
+        self.peak_bytes: int | None = None
+        self.cpu_probe: dict | None = None
+        self.int4_bytes: dict[str, int] = {}
+
+    def load(self, path: Path):
+        self.apply_budget()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        model = self.track(lambda: load(path, device=self.device, dtype=torch.bfloat16,
+                                        backend=self.backend))
+        self.int4_bytes = {scope: model_bytes(model, scope) for scope in ("model", "decoder")}
+        return model
+
+    def measure_cpu(self, path: Path, backend: str, max_new_tokens: int) -> None:
+        """Peak RSS increase of INT4 load + one sentence, in a fresh process (CPU only)."""
+        if self.cuda:
+            return
+        run = subprocess.run([sys.executable, "-c", _PROBE, str(path), backend,
+                              str(min(max_new_tokens, 64)), str(torch.get_num_threads())],
+                             capture_output=True, text=True)
+        line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT")]
+        if run.returncode or not line:
+            tail = (run.stderr or run.stdout).strip().splitlines()[-1:]
+            self.cpu_probe = {"error": tail[0] if tail else f"exit {run.returncode}"}
+            return
+        self.cpu_probe = json.loads(line[0][len("RESULT"):])
+
+    def apply_budget(self) -> None:
+        if self.cuda:
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, self.budget_gb * 2**30 / total))
+
+    def track(self, fn):
+        """Run ``fn``; on CUDA, record the peak and turn out-of-memory into a failed check."""
+        try:
+            return fn()
+        except torch.cuda.OutOfMemoryError as exc:
+            raise OutOfBudget(f"INT4 model ran out of memory within {self.budget_gb} GB") from exc
+        finally:
+            if self.cuda:
+                self.peak_bytes = max(self.peak_bytes or 0, torch.cuda.max_memory_allocated())
+
+    def release_budget(self) -> None:
+        if self.cuda:
+            torch.cuda.set_per_process_memory_fraction(1.0)
+
+    def report(self, int4, ref) -> dict:
+        ref_bytes = {scope: model_bytes(ref, scope) for scope in ("model", "decoder")}
+        return {"int4_model_bytes": self.int4_bytes["model"],
+                "bf16_model_bytes": ref_bytes["model"],
+                "model_bytes_ratio": self.int4_bytes["model"] / max(ref_bytes["model"], 1),
+                "int4_decoder_bytes": self.int4_bytes["decoder"],
+                "bf16_decoder_bytes": ref_bytes["decoder"],
+                "int4_peak_vram_bytes": self.peak_bytes, "cpu_fresh_process": self.cpu_probe,
+                "budget_gb": self.budget_gb, "device": self.device}
+
+    def checks(self, report: dict, is_int4: bool) -> list[Check]:
+        ratio = report["int4_decoder_bytes"] / max(report["bf16_decoder_bytes"], 1)
+        if self.cuda:
+            used, what = self.peak_bytes, "peak VRAM of INT4 load + speech, GiB"
+            reason = "not measured"
+        else:
+            probe = self.cpu_probe or {}
+            used = probe["peak_kib"] * 1024 if "peak_kib" in probe else None
+            what = "peak RSS increase of INT4 load + one sentence (fresh process), GiB"
+            reason = f"the fresh-process probe failed: {probe.get('error', 'not run')}"
+        out = [check("memory", None if used is None else used / 2**30, "<=", self.budget_gb,
+                     what, reason),
+               check("weight_bytes_ratio", ratio, "<=", WEIGHT_BYTES_RATIO,
+                     "resident INT4 / bf16 bytes of the talker decoder layers")]
+        if not is_int4:
+            for c in out:
+                c.status, c.detail = FAIL, "QUANT holds no INT4 linears (a bf16 checkpoint?)"
+        return out
+
+
+def model_bytes(tts, scope: str = "model") -> int:
+    """Resident bytes of the model (speech tokenizer excluded) or of its talker decoder layers."""
+    model = tts.model if scope == "model" else tts.model.talker.model.layers
+    skip = {id(t) for m in [getattr(tts.model, "speech_tokenizer", None)] if m is not None
+            for t in [*m.model.parameters(), *m.model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]
+               if id(t) not in skip)
