@@ -91,7 +91,8 @@ def make_tiny(out: Path, variant: str, seed: int, full_shape: bool, trained: boo
 @click.option("--speaker", type=str, help="Built-in speaker (CustomVoice models).")
 @click.option("--instruct", type=str, help="Voice description (VoiceDesign) or style.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--max-new-tokens", type=int, default=2048, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Codec frames at most (12.5 per second of speech).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--backend", default="auto", show_default=True, help=BACKEND_HELP)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
@@ -103,13 +104,23 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
     Long texts are split at sentence ends and the audio joined. Base models clone
     --ref-audio (any sample rate; resampled) or a built-in synthetic voice.
     """
+    from .io import require_readable_audio
+    from .output import check_placement, check_writable
     from .runtime import load
     from .synth import check_request, peak_memory_bytes, speak_long, write_wav
 
     if text_file is not None:
-        text = text_file.read_text(encoding="utf-8")
+        try:
+            text = text_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"--text-file {text_file} is not UTF-8 text (byte {exc.start}); "
+                             f"save it as UTF-8") from None
     if not text or not text.strip():
         raise UsageError("nothing to speak: pass --text TEXT or --text-file FILE")
+    check_placement(output, [model])
+    check_writable(output, folder=False)
+    if ref_audio is not None:
+        require_readable_audio(ref_audio, f"cannot read reference audio {ref_audio}")
     tts = load(model, device=device, backend=backend)
     check_request(tts, language, ref_audio)
     result = speak_long(
@@ -117,7 +128,7 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
         ref_text=ref_text, speaker=speaker, instruct=instruct, seed=seed,
         max_new_tokens=max_new_tokens,
     )
-    write_wav(output, result.wav, result.sample_rate)
+    write_wav(output, result.wav, result.sample_rate, inputs=(model,))
     peak = peak_memory_bytes(str(tts.device)) / 2**30
     click.echo(
         f"wrote {output}: {result.seconds_audio:.2f} s of audio in {result.seconds_wall:.2f} s "
@@ -176,18 +187,28 @@ def inspect(folder: Path) -> None:
 
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--expect", type=str, default=None, metavar="SHA256",
+              help="The provenance file's own sha256, as published by whoever made FOLDER.")
 @_friendly
-def verify(folder: Path) -> None:
-    """Recompute every file hash of FOLDER; exit 1 on any difference from the record."""
+def verify(folder: Path, expect: str | None) -> None:
+    """Recompute every file hash of FOLDER; exit 1 on any difference from the record.
+
+    This detects accidental change. Anyone who can edit a file can also edit its hash in
+    the same folder: for tamper evidence, publish the printed provenance sha256 and check
+    it later with --expect. (`validate` appends its verdict to the record, which changes
+    that sha256: publish it after validating.)
+    """
+    from .provenance import record_sha256
     from .provenance import verify as check
 
-    problems = check(folder)
+    problems = check(folder, expect)
     for problem in problems:
         click.echo(problem)
     if problems:
         click.echo(f"FAILED: {len(problems)} problem(s) in {folder}", err=True)
         sys.exit(1)
     click.echo(f"OK: every file of {folder} matches its recorded sha256")
+    click.echo(f"provenance sha256: {record_sha256(folder)}")
 
 
 @main.group()
@@ -198,7 +219,8 @@ def calib() -> None:
 @calib.command("show")
 @click.option("--calib", "source", type=str, default=None,
               help="'builtin' (default), 'heldout', a file/folder, or a hub dataset.")
-@click.option("--n-samples", type=int, default=None, help="Show only the first N prompts.")
+@click.option("--n-samples", type=click.IntRange(min=1), default=None,
+              help="Show only the first N prompts.")
 @_friendly
 def calib_show(source, n_samples) -> None:
     """Print a prompt set: count per language, length statistics and hash."""
@@ -260,7 +282,8 @@ def repair(ckpt, base, out, force) -> None:
               help="bf16 source (folder or hub id); default: the one in noesis_provenance.json.")
 @click.option("--prompts", type=str, default=None,
               help="Prompt file/folder/dataset; default: the built-in held-out set.")
-@click.option("--n-prompts", type=int, default=None, help="Use only the first N prompts.")
+@click.option("--n-prompts", type=click.IntRange(min=1), default=None,
+              help="Use only the first N prompts.")
 @click.option("--ref-audio", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Reference voice for Base models; default: a built-in synthetic clip.")
 @click.option("--budget-gb", type=float, default=6.0, show_default=True,
@@ -269,7 +292,7 @@ def repair(ckpt, base, out, force) -> None:
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--backend", default="auto", show_default=True,
               help=BACKEND_HELP + " 'all': validate every backend the device has.")
-@click.option("--max-new-tokens", type=int, default=1024, show_default=True,
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
               help="A rollout that reaches this without end-of-speech counts as runaway.")
 @click.option("--seed", type=int, default=1729, show_default=True)
 @click.option("--kl-mean", type=float, default=None, help="Bound on mean KL (default 0.05).")
@@ -281,6 +304,9 @@ def repair(ckpt, base, out, force) -> None:
               help="Maximum mean |duration ratio - 1| (default 0.15).")
 @click.option("--speaker-similarity-delta", type=float, default=None,
               help="Minimum speaker-similarity change (default -0.03).")
+@click.option("--kl-vs-rtn", type=float, default=None,
+              help="Also bound mean KL by this many times the KL of an in-memory RTN twin "
+                   "of the source (off by default).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 @click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None)
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
@@ -293,7 +319,8 @@ def repair(ckpt, base, out, force) -> None:
 @_friendly
 def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device, backend,
              max_new_tokens, seed, kl_mean, kl_p99, top1, eos_prob_ratio, duration_ratio,
-             speaker_similarity_delta, json_path, markdown_path, plot_path, strict, full) -> None:
+             speaker_similarity_delta, kl_vs_rtn, json_path, markdown_path, plot_path, strict,
+             full) -> None:
     """Compare INT4 checkpoint QUANT with its bf16 source and give one verdict.
 
     Each check ends as pass, fail or skipped (with its reason; --strict fails on
@@ -304,6 +331,7 @@ def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device,
     import dataclasses
 
     from .devices import resolve_device
+    from .output import check_placement, check_writable
     from .runtime.backends import available_backends
     from .validate import Thresholds, validate_awq_quality
     from .validate.report import print_table, write_outputs
@@ -311,12 +339,16 @@ def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device,
     overrides = {k: v for k, v in dict(
         kl_mean=kl_mean, kl_p99=kl_p99, top1=top1, eos_prob_ratio=eos_prob_ratio,
         duration_ratio=duration_ratio, speaker_similarity_delta=speaker_similarity_delta,
-        budget_gb=budget_gb).items() if v is not None}
+        budget_gb=budget_gb, kl_vs_rtn=kl_vs_rtn).items() if v is not None}
     thresholds = dataclasses.replace(Thresholds(), **overrides)
     device = resolve_device(device)
     backends = available_backends(device) if backend == "all" else [backend]
     if plot_path is None and json_path is not None:
         plot_path = json_path.with_suffix(".png")
+    for path in (json_path, markdown_path, plot_path):
+        if path is not None:
+            check_placement(path, [quant])
+            check_writable(path, folder=False)
     passed = True
     for name in backends:
         report = validate_awq_quality(quant, reference=reference, prompts=prompts,

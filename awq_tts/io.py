@@ -1,47 +1,11 @@
-"""Atomic output folders and file hashing.
-
-Every command that writes a checkpoint writes it into a hidden temporary folder next to
-the target and renames it at the end, so an interrupted run never leaves a half-written
-folder where a user (or a later command) would take it for a finished one.
-"""
+"""File hashing and readable-audio checks (atomic, locked outputs live in ``awq_tts.output``)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UsageError
-
-
-@contextlib.contextmanager
-def atomic_output_dir(target: str | Path, force: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder that becomes ``target`` when the block succeeds.
-
-    An existing ``target`` is refused unless ``force`` (then it is replaced only after
-    the new folder is complete). On any exception the temporary folder is removed.
-    """
-    target = Path(target)
-    if target.exists() and not force:
-        raise UsageError(f"{target} already exists; pass --force to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(target)
 
 
 def require_readable_audio(path: str | Path, message: str) -> None:
@@ -49,9 +13,11 @@ def require_readable_audio(path: str | Path, message: str) -> None:
     import soundfile
 
     try:
-        soundfile.info(str(path))
+        info = soundfile.info(str(path))
     except Exception as exc:
-        raise UsageError(f"{message} ({exc})") from exc
+        raise UsageError(f"{message} ({exc})") from None
+    if info.frames <= 0:
+        raise UsageError(f"{message} (it holds no samples)")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import provenance
+from .errors import UsageError
 
 console = Console()
 
@@ -38,7 +39,17 @@ def print_quantize_summary(summary) -> None:
 
 
 def print_provenance(folder: Path) -> None:
+    """Print the record; a record missing or mistyping a field is a one-line UsageError."""
     record = provenance.load(folder)
+    try:
+        _print_record(folder, record)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"{folder}/{provenance.FILENAME} is damaged: field {exc} is missing "
+                         f"or has the wrong type") from None
+    console.print(f"provenance sha256: {provenance.record_sha256(folder)}", soft_wrap=True)
+
+
+def _print_record(folder: Path, record: dict) -> None:
     src = record["source"]
     q = record["quantization"]
     cal = record["calibration"]
@@ -61,8 +72,10 @@ def print_provenance(folder: Path) -> None:
                       f"{layer['rtn_error']:.3e}", f"{ratio:.3f}",
                       "yes" if layer["fallback_to_rtn"] else "")
     console.print(table)
-    if "validation" in record:
-        console.print(f"validation: {record['validation']}")
+    for entry in record.get("validations", [])[-3:]:
+        console.print(f"validation {entry['time']}: {entry['verdict']} "
+                      f"(backend {entry.get('backend')}, failed {entry.get('failed')}, "
+                      f"skipped {sorted(entry.get('skipped') or [])})")
 
 
 def print_prompt_set(name: str, prompts: list) -> None:

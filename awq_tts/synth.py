@@ -11,8 +11,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._qwen import quiet_generation
 from .errors import UsageError
 from .io import require_readable_audio
+from .output import atomic_output_file
 
 SAMPLE_RATE = 24000
 
@@ -65,6 +67,14 @@ def speak(
     torch.manual_seed(seed)
     start = time.perf_counter()
     common = dict(text=text, language=language, **generate_kwargs)
+    with quiet_generation():
+        wavs, sr = _generate(model, kind, common, ref_audio, ref_text, speaker, instruct, seed)
+    wall = time.perf_counter() - start
+    wav = np.asarray(wavs[0], dtype=np.float32)
+    return SpeechResult(wav, int(sr), wav.size / float(sr), wall)
+
+
+def _generate(model, kind: str, common: dict, ref_audio, ref_text, speaker, instruct, seed):
     if kind == "base":
         ref = ref_audio if ref_audio is not None else synthetic_reference(seed=seed)
         wavs, sr = model.generate_voice_clone(
@@ -82,9 +92,7 @@ def speak(
         )
     else:
         raise UsageError(f"unsupported tts_model_type {kind!r} in the checkpoint's config.json")
-    wall = time.perf_counter() - start
-    wav = np.asarray(wavs[0], dtype=np.float32)
-    return SpeechResult(wav, int(sr), wav.size / float(sr), wall)
+    return wavs, sr
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？;；])\s+|(?<=[。！？；])")
@@ -134,8 +142,10 @@ def peak_memory_bytes(device: str) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int) -> None:
+def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int,
+              inputs: tuple[str | Path, ...] = ()) -> None:
+    """Write 16-bit PCM atomically (a partial file renamed into place when complete)."""
     import soundfile
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), wav, sample_rate, subtype="PCM_16")
+    with atomic_output_file(path, inputs=inputs) as tmp:
+        soundfile.write(str(tmp), wav, sample_rate, subtype="PCM_16", format="WAV")

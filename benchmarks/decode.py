@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cache", type=int, default=64, help="KV-cache tokens before the step")
-    parser.add_argument("--frames", type=int, default=24, help="frame cap for (d)")
+    parser.add_argument("--frames", type=int, default=12, help="frame cap for (d)")
     parser.add_argument("--skip-synth", action="store_true")
     parser.add_argument("--skip-backend", action="append", default=[],
                         help="leave a backend out (repeatable), e.g. dequant")

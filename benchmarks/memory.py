@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from awq_tts.io import atomic_output_dir
+from awq_tts.output import atomic_output_dir
 from awq_tts.quantize import checkpoint, numerics
 from awq_tts.quantize.packing import pack_gemm
 from awq_tts.quantize.source import weight_files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,12 @@ import torch
 
 from awq_tts._qwen import qwen_tts
 from awq_tts.testing import make_tiny_checkpoint
+from awq_tts.testing.configs import TINY
 
 torch.set_num_threads(2)
+#: No machine here reaches a model hub: fail hub lookups at once instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 #: Greedy decoding needs both switches (the sub-talker samples on its own otherwise).
 GREEDY = dict(do_sample=False, subtalker_dosample=False)
@@ -98,3 +103,22 @@ def tiny_trained(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_trained_awq(tiny_trained, tmp_path_factory) -> Path:
     return _quantized(tmp_path_factory, tiny_trained, "tiny-trained-awq")
+
+
+def qwen3_llm(path, hidden=TINY.hidden, layers=TINY.layers, seed=0):
+    """A tiny Qwen3 LLM whose FFN matches the tiny talker's (for blend)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen3Config(vocab_size=512, hidden_size=hidden, intermediate_size=TINY.intermediate,
+                         num_hidden_layers=layers, num_attention_heads=TINY.heads,
+                         num_key_value_heads=TINY.kv_heads, head_dim=TINY.head_dim,
+                         tie_word_embeddings=True)
+    model = Qwen3ForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory):
+    return qwen3_llm(tmp_path_factory.mktemp("llm") / "qwen3")

@@ -64,8 +64,12 @@ def test_missing_files(tiny_base, tmp_path, remove, needle):
 
 
 def test_group_size_must_divide(tiny_base, tmp_path):
-    _assert_refused(_run(tiny_base, tmp_path / "out", "--group-size", "96"), tmp_path / "out",
-                    "not divisible by --group-size 96")
+    src = _copy(tiny_base, tmp_path / "src")
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["talker_config"]["hidden_size"] = 200
+    (src / "config.json").write_text(json.dumps(cfg))
+    _assert_refused(_run(src, tmp_path / "out"), tmp_path / "out",
+                    "hidden_size 200 is not divisible by --group-size 128")
 
 
 def test_nan_weights(tiny_base, tmp_path):

@@ -23,7 +23,6 @@ from awq_tts.validate import validate_awq_quality
 from awq_tts.validate.thresholds import SKIP
 
 QUICK = dict(n_prompts=4, max_new_tokens=100, progress=False)
-STOP_CHECKS = {"runaway_greedy", "runaway_sampled", "duration_ratio"}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +80,7 @@ def test_cli_writes_reports_and_records_once(awq_copy, tmp_path):
     out = tmp_path / "report"
     before = len(json.loads((awq_copy / "noesis_provenance.json").read_text())["validations"])
     result = CliRunner().invoke(main, [
-        "validate", str(awq_copy), "--n-prompts", "2", "--max-new-tokens", "100",
+        "validate", str(awq_copy), "--n-prompts", "1", "--max-new-tokens", "100",
         "--json", str(out / "r.json"), "--markdown", str(out / "r.md")])
     assert result.exit_code == 0, result.output
     assert "verdict: PASS" in result.output and "backend int4pack" in result.output
@@ -95,41 +94,66 @@ def test_cli_writes_reports_and_records_once(awq_copy, tmp_path):
         (out / "r.json").read_bytes()).hexdigest()
 
 
-def test_awq_kl_not_worse_than_rtn(tiny_trained, awq_report, tmp_path):
+def test_awq_kl_not_worse_than_rtn(tiny_trained, tiny_trained_awq, tmp_path):
+    """The metric functions directly: one bf16 rollout, teacher-forced on AWQ and on RTN."""
+    from awq_tts.validate import rollout, teacher
+
     rtn = tmp_path / "rtn"
     quantize(tiny_trained, rtn, method="rtn", **FAST)
-    kl_rtn = validate_awq_quality(rtn, **QUICK).metrics["teacher_forced"]["kl_mean"]
-    assert awq_report.metrics["teacher_forced"]["kl_mean"] <= kl_rtn
+    ref = load(tiny_trained)
+    voice = rollout.voice_for(ref, synthetic_reference(seconds=1.0))
+    run = rollout.speak(ref, builtin_prompts("heldout")[:4], voice, greedy=True, seed=0,
+                        max_new_tokens=100)
+    kl = {path.name: teacher.compare(ref, load(path), run.sequences, run.codes,
+                                     run.stopped).summary()["kl_mean"]
+          for path in (tiny_trained_awq, rtn)}
+    assert kl[tiny_trained_awq.name] <= kl["rtn"], kl
 
 
-def test_zeroed_eos_row_fails_the_stop_checks(tiny_trained, tiny_trained_awq, tmp_path):
-    from test_validate_static import planted
+def test_zeroed_eos_row_fails_the_stop_metrics(tiny_trained, tiny_trained_awq, tmp_path):
+    """The rollout metrics see a stop defect too (the static checks already fail it)."""
+    from awq_tts.testing.tamper import planted, zeroed_eos_row
+    from awq_tts.validate import rollout, teacher
 
-    def eos_row(t):
-        t["talker.codec_head.weight"][358] = 0
-
-    bad = planted(tiny_trained_awq, tmp_path / "bad", eos_row)
-    report = validate_awq_quality(bad, reference=str(tiny_trained), full=True, **QUICK)
-    assert {"eos_prob_ratio", "untouched_identical"} <= set(report.failed), report.failed
-    assert STOP_CHECKS & set(report.failed), f"no stop-behaviour check failed: {report.failed}"
-    runaway = report.metrics["greedy"]["int4_cut_at"]
-    assert runaway and all(cap <= 100 for cap in runaway)
-
-
-def test_bf16_given_as_quant_fails_the_memory_checks(tiny_trained):
-    report = validate_awq_quality(tiny_trained, reference=str(tiny_trained), full=True,
-                                  record=False, **QUICK)
-    assert {"memory", "weight_bytes_ratio", "weights_audit"} <= set(report.failed)
+    bad = load(planted(tiny_trained_awq, tmp_path / "bad", zeroed_eos_row))
+    ref = load(tiny_trained)
+    voice = rollout.voice_for(ref, synthetic_reference(seconds=1.0))
+    prompts = builtin_prompts("heldout")[:2]
+    run = rollout.speak(ref, prompts, voice, greedy=True, seed=0, max_new_tokens=100)
+    tf = teacher.compare(ref, bad, run.sequences, run.codes, run.stopped).summary()
+    assert tf["eos_prob_ratio"] < 0.5, tf
+    caps = [rollout.runaway_cap(n, 150) for n in run.frames]
+    rambling = rollout.speak(bad, prompts, voice, greedy=True, seed=0, max_new_tokens=150,
+                             caps=caps)
+    pairs = zip(run.frames, rambling.frames, strict=True)
+    deviation = sum(abs(b / a - 1) for a, b in pairs) / len(caps)
+    assert deviation > 0.15 or rambling.runaway_rate() > 0, (run.frames, rambling.frames)
 
 
-def test_memory_budget_on_cpu_is_a_fresh_process_peak(tiny_trained_awq):
+def test_bf16_given_as_quant_passes_no_memory_check(tiny_trained):
     from awq_tts.validate.memory import MemoryProbe
 
+    report = validate_awq_quality(tiny_trained, reference=str(tiny_trained), record=False,
+                                  progress=False)
+    assert not report.passed and "weights_audit" in report.failed
+    statuses = {c.name: c.status for c in report.checks}
+    assert statuses["memory"] == statuses["weight_bytes_ratio"] == "skip"
+    # and when the rollouts do run (--full), the memory checks fail whatever the bytes say
+    probe = MemoryProbe("cpu", budget_gb=6.0)
+    probe.cpu_probe = {"peak_kib": 1024}
+    memory, ratio = probe.checks({"int4_decoder_bytes": 1, "bf16_decoder_bytes": 4},
+                                 is_int4=False)
+    assert memory.failed and ratio.failed and "no INT4 linears" in memory.detail
+
+
+def test_memory_budget_on_cpu_is_a_fresh_process_peak(awq_report):
+    from awq_tts.validate.memory import MemoryProbe
+
+    measured = awq_report.metrics["memory"]["cpu_fresh_process"]
+    assert 1 < measured["peak_kib"] / 1024 < 1024, measured   # MiB, for the tiny model
     probe = MemoryProbe("cpu", budget_gb=0.001)
-    probe.measure_cpu(tiny_trained_awq, "int4pack", 20)
-    assert 1 < probe.cpu_probe["peak_kib"] / 1024 < 1024, probe.cpu_probe   # MiB, tiny model
-    report = {"int4_decoder_bytes": 1, "bf16_decoder_bytes": 4}
-    memory, ratio = probe.checks(report, is_int4=True)
+    probe.cpu_probe = measured
+    memory, ratio = probe.checks(awq_report.metrics["memory"], is_int4=True)
     assert memory.failed and ratio.passed
 
 
@@ -143,11 +167,6 @@ def test_unmeasurable_checks_are_skipped_not_passed():
     assert verdict_line(checks, strict=True).startswith("FAIL (failed: eos_prob_ratio")
 
 
-def test_budget_flag_and_exit_code_1(awq_copy):
-    result = CliRunner().invoke(main, ["validate", str(awq_copy), "--n-prompts", "2",
-                                       "--max-new-tokens", "100", "--budget-gb", "0.001"])
-    assert result.exit_code == 1
-    assert "FAIL (failed: memory" in result.output
 
 
 def test_bad_usage_exits_2(tiny_trained_awq, tiny_finetuned, tmp_path):

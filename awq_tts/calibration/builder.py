@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .._qwen import quiet_generation
 from ..errors import UsageError
 from ..synth import synthetic_reference
 from .capture import record_talker
@@ -165,6 +166,12 @@ def _speak(tts, batch: list[Prompt], conditioning: list[dict], max_new_tokens: i
     texts = [p.text for p in batch]
     languages = [p.language if p.language != "auto" else "Auto" for p in batch]
     common = dict(max_new_tokens=max_new_tokens, do_sample=True)
+    with quiet_generation():
+        _dispatch(tts, texts, languages, conditioning, common)
+
+
+def _dispatch(tts, texts: list[str], languages: list[str], conditioning: list[dict],
+              common: dict) -> None:
     kind = tts.model.tts_model_type
     if kind == "base":
         refs = [c["ref_audio"] for c in conditioning]

@@ -63,6 +63,11 @@ def _read_local(path: Path) -> list[dict]:
     )
     if not files:
         raise UsageError(f"{path}: no .jsonl, .json, .csv or .parquet files found")
+    for file in files:
+        if file.stat().st_size == 0:
+            raise UsageError(f"{file}: the file is empty; it holds no prompts")
+        if _SUFFIXES.get(file.suffix) in ("json", "csv"):
+            _require_utf8(file)
     kinds = {_SUFFIXES.get(f.suffix) for f in files}
     if None in kinds or len(kinds) != 1:
         raise UsageError(f"{path}: use one format of .jsonl/.json, .csv or .parquet, not {kinds}")
@@ -71,6 +76,14 @@ def _read_local(path: Path) -> list[dict]:
     except Exception as exc:
         raise UsageError(f"{path}: cannot read calibration data ({exc})") from exc
     return [dict(row) for row in ds]
+
+
+def _require_utf8(file: Path) -> None:
+    try:
+        file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{file} is not UTF-8 text (byte {exc.start}); save it as UTF-8") \
+            from None
 
 
 def _read_hub(name: str) -> list[dict]:
@@ -93,7 +106,10 @@ def _rows_to_prompts(rows: list[dict], source: str) -> list[Prompt]:
     prompts = []
     for index, row in enumerate(rows):
         text = row.get("text")
-        if not isinstance(text, str) or not text.strip():
+        if text is not None and not isinstance(text, str):
+            raise UsageError(f"{source}: row {index}, column 'text' must be a string, not "
+                             f"{type(text).__name__} {text!r}")
+        if not text or not text.strip():
             raise UsageError(f"{source}: row {index}, column 'text' is empty")
         language = row.get("language") or "auto"
         if str(language).lower() not in (*LANGUAGES, "auto"):

@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import UsageError
-from ..io import atomic_output_dir
+from ..output import atomic_output_dir
 from ..quantize.checkpoint import copy_non_weight_files
 from ..quantize.source import Source, resolve, weight_files
 
@@ -111,7 +111,9 @@ def blend(tts_spec: str, llm_spec: str, alpha: float | str, out: str | Path,
     pairs = {f"talker.model.layers.{n}.mlp.{p}.weight": f"model.layers.{n}.mlp.{p}.weight"
              for n in chosen for p in PROJECTIONS}
     llm_tensors = _LLMTensors(llm)
-    with atomic_output_dir(out, force=force) as tmp:
+    size = sum(f.stat().st_size for f in tts.path.rglob("*") if f.is_file())
+    with atomic_output_dir(out, force=force, inputs=[tts.path, llm.path],
+                           expected_bytes=size) as tmp:
         copy_non_weight_files(tts.path, tmp)
         index = tts.path / "model.safetensors.index.json"
         if index.is_file():  # same shard names and keys: the source index stays valid

@@ -10,13 +10,14 @@ and quantizer count that match the talker's codec vocabulary and code groups.
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import UsageError
-from ..io import atomic_output_dir, hash_tree, sha256_file
-from ..quantize.source import resolve
+from ..io import hash_tree, sha256_file
+from ..output import atomic_output_dir, check_writable, output_lock, remove_debris
+from ..quantize.source import has_speech_tokenizer, read_json, resolve
 
 REPAIR_FILE = "noesis_repair.json"
 PROCESSOR_FILES = (
@@ -56,25 +57,43 @@ def repair(ckpt: str | Path, base_spec: str, out: str | Path | None = None,
     codec_dir = base.path / "speech_tokenizer"
     if not (codec_dir / "config.json").is_file():
         raise UsageError(f"the base {base_spec} has no speech_tokenizer/ to take")
-    ckpt_config = json.loads((ckpt / "config.json").read_text())
-    check_codec_fits(ckpt_config, json.loads((codec_dir / "config.json").read_text()),
-                     base.config)
-    needed = [] if (ckpt / "speech_tokenizer").is_dir() else ["speech_tokenizer"]
+    ckpt_config = read_json(ckpt / "config.json")
+    if not isinstance(ckpt_config, dict):
+        raise UsageError(f"{ckpt}/config.json is not a JSON object; restore it")
+    codec_config = read_json(codec_dir / "config.json")
+    if not isinstance(codec_config, dict):
+        raise UsageError(f"{codec_dir}/config.json is not a JSON object; the base's "
+                         f"speech_tokenizer/ is damaged")
+    check_codec_fits(ckpt_config, codec_config, base.config)
+    needed = [] if has_speech_tokenizer(ckpt) else ["speech_tokenizer"]
     needed += [f for f in PROCESSOR_FILES if not (ckpt / f).exists() and (base.path / f).exists()]
     if not needed:
         return []
     if out is None:
-        staging = Path(tempfile.mkdtemp(prefix=".repair.", dir=ckpt))
-        try:
-            added = _stage(base, base_spec, needed, staging)
-            for name in [*needed, REPAIR_FILE]:
-                (staging / name).replace(ckpt / name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        check_writable(ckpt / REPAIR_FILE, _size(base.path / "speech_tokenizer"), folder=False)
+        with output_lock(ckpt / "repair"):
+            staging = ckpt / f".repair.{os.getpid()}.partial"
+            remove_debris(ckpt / "repair")
+            staging.mkdir()
+            try:
+                added = _stage(base, base_spec, needed, staging)
+                for name in [*needed, REPAIR_FILE]:
+                    if (ckpt / name).is_dir():  # an empty or incomplete speech_tokenizer/
+                        shutil.rmtree(ckpt / name)
+                    (staging / name).replace(ckpt / name)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return added
-    with atomic_output_dir(out, force=force) as tmp:
+    with atomic_output_dir(out, force=force, inputs=[ckpt, base.path],
+                           expected_bytes=_size(ckpt) + _size(codec_dir)) as tmp:
         shutil.copytree(ckpt, tmp, dirs_exist_ok=True)
+        if "speech_tokenizer" in needed and (tmp / "speech_tokenizer").is_dir():
+            shutil.rmtree(tmp / "speech_tokenizer")
         return _stage(base, base_spec, needed, tmp)
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def _stage(base, base_spec: str, needed: list[str], dst: Path) -> list[str]:

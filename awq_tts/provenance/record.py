@@ -13,7 +13,8 @@ import json
 import platform
 from pathlib import Path
 
-from ..io import hash_tree
+from ..errors import UsageError
+from ..io import hash_tree, sha256_file
 
 FILENAME = "noesis_provenance.json"
 LIBRARIES = ("torch", "transformers", "qwen-tts", "autoawq", "accelerate", "safetensors")
@@ -43,19 +44,43 @@ def write(folder: str | Path, record: dict) -> Path:
 
 
 def load(folder: str | Path) -> dict:
+    """The record as a dict; a missing, unparsable or mistyped record is a UsageError."""
     path = Path(folder) / FILENAME
     if not path.is_file():
-        from ..errors import UsageError
-
         raise UsageError(f"{folder} has no {FILENAME}; was it written by `awq-tts quantize`?")
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path} is damaged (not valid JSON: {exc}); the folder's record of "
+                         f"its origin is lost, re-run `awq-tts quantize`") from None
+    if not isinstance(record, dict):
+        raise UsageError(f"{path} is damaged: it holds a JSON {type(record).__name__}, not a "
+                         f"record")
+    files = record.get("output_files")
+    if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise UsageError(f"{path} is damaged: 'output_files' is missing or not a map of file "
+                         f"name to sha256")
+    return record
 
 
-def verify(folder: str | Path) -> list[str]:
-    """Problems found (empty when every recorded file is present and unchanged)."""
-    recorded = load(folder).get("output_files", {})
-    actual = hash_tree(folder, exclude=(FILENAME,))
+def record_sha256(folder: str | Path) -> str:
+    """sha256 of the provenance file itself: one line a user can publish and check later."""
+    return sha256_file(Path(folder) / FILENAME)
+
+
+def verify(folder: str | Path, expect: str | None = None) -> list[str]:
+    """Problems found (empty when every recorded file is present and unchanged).
+
+    ``verify`` detects accidental change: anyone who can edit a file can also edit its
+    hash in the same folder. ``expect`` (the provenance's own sha256, published by whoever
+    made the folder) closes that gap: a different record is a problem too.
+    """
+    recorded = load(folder)["output_files"]
     problems = []
+    if expect is not None and record_sha256(folder) != expect.strip().lower():
+        problems.append(f"changed: {FILENAME} (its sha256 is not the expected {expect})")
+    actual = hash_tree(folder, exclude=(FILENAME,))
     for name, digest in sorted(recorded.items()):
         if name not in actual:
             problems.append(f"missing: {name}")

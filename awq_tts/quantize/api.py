@@ -16,7 +16,8 @@ from ..calibration.builder import DEFAULT_SEED, CalibrationSet, build_calibratio
 from ..calibration.prompts import load_prompts
 from ..devices import resolve_device
 from ..errors import UsageError
-from ..io import atomic_output_dir
+from ..io import require_readable_audio
+from ..output import atomic_output_dir
 from . import checkpoint, source
 from .mapping import QWEN3_TTS_TALKER
 from .walker import LayerReport, QuantConfig, WalkResult, walk
@@ -34,6 +35,8 @@ class QuantizeSummary:
     seconds: float
     calibration: dict
     layer_reports: list[LayerReport] = field(default_factory=list)
+    calibration_seconds: float = 0.0
+    walk_seconds: float = 0.0
 
 
 def quantize(
@@ -67,25 +70,43 @@ def quantize(
     src_info = source.resolve(str(src), revision)
     source.check(src_info, group_size)
     calib_name, prompts = load_prompts(calib)
-    if ref_audio is not None and not Path(ref_audio).is_file():
-        raise UsageError(f"--ref-audio {ref_audio}: no such file")
+    if ref_audio is not None:
+        require_readable_audio(ref_audio, f"cannot read --ref-audio {ref_audio}")
+    for name, value in (("--batch-size", batch_size), ("--n-samples", n_samples),
+                        ("--max-seq-len", max_seq_len)):
+        if not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} {value}: give a whole number of at least 1")
     if method not in ("awq", "rtn"):
         raise UsageError(f"--method {method!r}: choose 'awq' or 'rtn'")
     config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size, method=method)
 
-    tts = qwen_tts().Qwen3TTSModel.from_pretrained(str(src_info.path), dtype="auto")
-    calibration = _calibrate(tts, prompts, calib_name, n_samples, max_seq_len, seed, device,
-                             batch_size, progress, ref_audio)
-    result = _walk(tts.model, calibration, config, device, progress)
-    with atomic_output_dir(out, force=force) as tmp:
+    inputs = [src_info.path, *(p for p in (calib, ref_audio) if p and Path(p).exists())]
+    with atomic_output_dir(out, force=force, inputs=inputs,
+                           expected_bytes=_expected_bytes(src_info)) as tmp:
+        tts = qwen_tts().Qwen3TTSModel.from_pretrained(str(src_info.path), dtype="auto")
+        started = time.perf_counter()
+        calibration = _calibrate(tts, prompts, calib_name, n_samples, max_seq_len, seed, device,
+                                 batch_size, progress, ref_audio)
+        calibrated = time.perf_counter()
+        result = _walk(tts.model, calibration, config, device, progress)
+        walked = time.perf_counter()
         checkpoint.copy_non_weight_files(src_info.path, tmp,
                                          skip=(provenance.FILENAME, "config.json"))
         checkpoint.write_config(src_info.config, tmp,
                                 config.as_quantization_config(_not_converted(tts.model)))
         checkpoint.write_weights(src_info.weight_files(), tmp, result.packed, result.changed)
         summary = _summary(out, src_info, tmp, result, calibration, time.perf_counter() - start)
+        summary.calibration_seconds = calibrated - started
+        summary.walk_seconds = walked - calibrated
         provenance.write(tmp, _record(src_info, config, calibration, device, result, summary))
     return summary
+
+
+def _expected_bytes(src_info) -> int:
+    """About what the output will take: every source file, weights at half their size."""
+    weights = {p.resolve() for p in src_info.weight_files()}
+    files = [p for p in src_info.path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size // (2 if p.resolve() in weights else 1) for p in files)
 
 
 def _calibrate(tts, prompts, name, n_samples, max_seq_len, seed, device, batch_size,

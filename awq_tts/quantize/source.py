@@ -18,6 +18,8 @@ from ..errors import UsageError
 from ..io import hash_tree
 
 TOKENIZER_FILES = ("tokenizer_config.json",)
+#: Group sizes AutoAWQ's GEMM kernels (and torch's int4 kernel) run.
+GROUP_SIZES = (32, 64, 128)
 
 
 @dataclass
@@ -31,7 +33,14 @@ class Source:
         return weight_files(self.path)
 
     def describe(self) -> dict:
-        return {"id_or_path": self.spec, "revision": self.revision,
+        """Identity for provenance: an absolute path (or the hub id and revision) + hashes.
+
+        A local source is recorded by its resolved absolute path, so a record written in
+        one working folder still finds its source from any other.
+        """
+        local = Path(self.spec).exists()
+        return {"id_or_path": str(self.path.resolve()) if local else self.spec,
+                "given_as": self.spec, "revision": self.revision,
                 "files": hash_tree(self.path)}
 
 
@@ -57,34 +66,74 @@ def _read_config(path: Path) -> dict:
     cfg = path / "config.json"
     if not cfg.is_file():
         raise UsageError(f"{path} is not a checkpoint folder: it has no config.json")
+    config = read_json(cfg)
+    if not isinstance(config, dict):
+        raise UsageError(f"{cfg} holds a JSON {type(config).__name__}, not an object; "
+                         f"restore the checkpoint's config.json")
+    return config
+
+
+def read_json(path: Path):
+    """Parse a JSON file, turning unreadable text or bad JSON into a one-line UsageError."""
     try:
-        return json.loads(cfg.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text; restore it from the original") from None
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{cfg} is not valid JSON ({exc})") from exc
+        raise UsageError(f"{path} is not valid JSON ({exc}); restore it from the "
+                         f"original") from None
+
+
+def require_qwen3_tts(config: dict, spec: str) -> None:
+    """Refuse a checkpoint that is not Qwen3-TTS, naming what it is."""
+    if config.get("model_type") != "qwen3_tts":
+        raise UsageError(f"{spec} is a {config.get('model_type')!r} checkpoint, not Qwen3-TTS "
+                         f"(model_type 'qwen3_tts'); awq-tts works on Qwen3-TTS models only")
 
 
 def weight_files(path: Path) -> list[Path]:
+    """The checkpoint's safetensors files, each with a readable header (else a UsageError)."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        doc = read_json(index)
+        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(v, str) for v in weight_map.values()):
+            raise UsageError(f"{index} has no valid weight_map; restore the index from the "
+                             f"original checkpoint")
+        names = sorted(set(weight_map.values()))
         missing = [n for n in names if not (path / n).is_file()]
         if missing:
             raise UsageError(f"{path}: weight shards listed in the index are missing: {missing}")
-        return [path / n for n in names]
-    single = path / "model.safetensors"
-    if single.is_file():
-        return [single]
-    raise UsageError(f"{path} has no model.safetensors (or sharded index); nothing to quantize")
+        files = [path / n for n in names]
+    elif (path / "model.safetensors").is_file():
+        files = [path / "model.safetensors"]
+    elif any(path.glob("*.bin")) or any(path.glob("*.pt")):
+        raise UsageError(f"{path} holds only PyTorch pickle weights (*.bin/*.pt); awq-tts reads "
+                         f"safetensors only and never unpickles a checkpoint: convert it to "
+                         f"model.safetensors first")
+    else:
+        raise UsageError(f"{path} has no model.safetensors (or sharded index)")
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as exc:
+            raise UsageError(f"{file} is not a readable safetensors file ({exc}); it may be "
+                             f"truncated or damaged: copy or download it again") from None
+    return files
 
 
 def check(source: Source, group_size: int) -> None:
     """Raise a UsageError for anything that would make quantization fail or lie."""
     cfg, path = source.config, source.path
-    if cfg.get("model_type") != "qwen3_tts":
-        raise UsageError(
-            f"{source.spec} is a {cfg.get('model_type')!r} checkpoint; awq-tts quantizes "
-            f"Qwen3-TTS (model_type 'qwen3_tts') only"
-        )
+    require_qwen3_tts(cfg, source.spec)
+    if cfg.get("quantization_config"):
+        raise UsageError(f"{source.spec} is already quantized (its config.json has a "
+                         f"quantization_config); quantize its bf16 source instead")
+    if group_size not in GROUP_SIZES:
+        raise UsageError(f"--group-size {group_size}: AWQ's kernels run group sizes "
+                         f"{', '.join(map(str, GROUP_SIZES))}")
     weight_files(path)
     missing = [f for f in TOKENIZER_FILES if not (path / f).is_file()]
     if not (path / "tokenizer.json").is_file() and not (path / "vocab.json").is_file():
@@ -103,9 +152,15 @@ def check(source: Source, group_size: int) -> None:
     _check_finite(source.weight_files())
 
 
+def has_speech_tokenizer(path: Path) -> bool:
+    """A usable ``speech_tokenizer/``: its config and its weights (an empty folder is not)."""
+    codec = path / "speech_tokenizer"
+    return (codec / "config.json").is_file() and any(codec.glob("*.safetensors"))
+
+
 def require_speech_tokenizer(path: Path) -> None:
     """qwen-tts cannot load a checkpoint without its codec; name the command that adds it."""
-    if not (path / "speech_tokenizer" / "config.json").is_file():
+    if not has_speech_tokenizer(path):
         raise UsageError(
             f"{path} has no speech_tokenizer/ (as in the original Darwin-TTS upload); add it "
             f"with `awq-tts repair {path} --speech-tokenizer-from BASE_MODEL`"

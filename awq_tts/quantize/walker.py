@@ -11,6 +11,7 @@ the compute device and converted to float32.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -61,6 +62,8 @@ class LayerReport:
     rtn_error: float
     fallback_to_rtn: bool
     linears: dict[str, dict] = field(default_factory=dict)
+    #: Wall time of this layer's search, fold, clip and packing.
+    seconds: float = 0.0
 
 
 @dataclass
@@ -94,12 +97,14 @@ def walk(
     for index, layer in enumerate(layers):
         prefix = f"{mapping.layers}.{index}"
         source_dtype = next(layer.parameters()).dtype
+        started = time.perf_counter()
         layer.to(device=device, dtype=torch.float32)
         report, next_hidden = quantize_layer(layer, index, prefix, inputs, config, mapping,
                                               source_dtype, result)
         layer.to(device="cpu", dtype=source_dtype)
         next_hidden[~inputs.valid] = 0
         inputs.hidden = next_hidden
+        report.seconds = time.perf_counter() - started
         result.layers.append(report)
         yield report
     yield result

@@ -20,7 +20,12 @@ from safetensors import safe_open
 from .._qwen import qwen_tts
 from ..devices import resolve_device
 from ..errors import UsageError
-from ..quantize.source import require_speech_tokenizer, resolve, weight_files
+from ..quantize.source import (
+    require_qwen3_tts,
+    require_speech_tokenizer,
+    resolve,
+    weight_files,
+)
 from .backends import get_backend
 from .int4_linear import Int4Linear
 from .prepare import prepare_for_inference
@@ -37,6 +42,8 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     """
     device = resolve_device(device)
     source = resolve(str(path))
+    require_qwen3_tts(source.config, str(path))
+    weight_files(source.path)
     require_speech_tokenizer(source.path)
     if backend != "auto":
         get_backend(backend, device)

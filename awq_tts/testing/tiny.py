@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .._qwen import qwen_tts
-from ..io import atomic_output_dir
+from ..output import atomic_output_dir
 from . import configs
 from .text_tokenizer import build_text_tokenizer
 

@@ -36,7 +36,7 @@ from ..calibration.teacher_forcing import (
     capture_prompt,
     teacher_forced_sequence,
 )
-from ..io import atomic_output_dir
+from ..output import atomic_output_dir
 from ..synth import synthetic_reference
 from .tiny import make_tiny_checkpoint
 

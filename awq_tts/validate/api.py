@@ -19,10 +19,11 @@ from ..runtime.backends import get_backend
 from ..synth import synthetic_reference
 from . import rollout, teacher
 from .audit import audit_check, weights_audit
+from .baseline import rtn_kl
 from .checks import quality_checks, skipped_checks, untouched_check
 from .memory import MemoryProbe, OutOfBudget
 from .metrics import measure
-from .thresholds import FAIL, Check, Thresholds, verdict_line
+from .thresholds import FAIL, Check, Thresholds, check, verdict_line
 from .untouched import untouched_differences
 
 _ARCH_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -67,10 +68,14 @@ class ValidationReport:
 def resolve_reference(quant: Path, reference: str | None) -> str:
     if reference:
         return reference
-    try:
-        return provenance.load(quant)["source"]["id_or_path"]
-    except (UsageError, KeyError, TypeError):
-        raise UsageError(f"{quant} records no source model; pass --reference SRC") from None
+    if not (quant / provenance.FILENAME).is_file():
+        raise UsageError(f"{quant} records no source model; pass --reference SRC")
+    source = provenance.load(quant).get("source")
+    spec = source.get("id_or_path") if isinstance(source, dict) else None
+    if not isinstance(spec, str):
+        raise UsageError(f"{quant}/{provenance.FILENAME} names no source model; pass "
+                         f"--reference SRC")
+    return spec
 
 
 def check_same_architecture(quant: Path, reference: str) -> None:
@@ -168,6 +173,13 @@ def validate_awq_quality(
     metrics["runtime"] = {"device": device, "backend": int4.awq_backend}
     metrics["weights_audit"] = audit.summary()
     checks = quality_checks(metrics, thresholds)
+    if thresholds.kl_vs_rtn is not None:
+        group = int(resolve(str(quant)).config["quantization_config"]["group_size"])
+        kl_rtn = rtn_kl(ref, reference, device, group, greedy_ref)
+        metrics["teacher_forced"]["kl_mean_rtn_twin"] = kl_rtn
+        ratio = metrics["teacher_forced"]["kl_mean"] / kl_rtn if kl_rtn > 0 else None
+        checks.append(check("kl_vs_rtn", ratio, "<=", thresholds.kl_vs_rtn,
+                            f"INT4 KL / RTN-twin KL ({kl_rtn:.3g})", "the RTN twin's KL is 0"))
     checks = static + checks
     checks += memory.checks(metrics["memory"], is_int4=int4.awq_backend != "none")
     report = ValidationReport(str(quant), str(reference), checks, metrics, per_prompt, strict)
@@ -214,4 +226,6 @@ def _recorded(report: ValidationReport, quant: Path, record: bool) -> Validation
             append_to_provenance(quant, report, hashlib.sha256(to_json(report)).hexdigest())
         except OSError as exc:
             report.record_error = f"{exc.strerror or exc} ({quant})"
+        except UsageError as exc:
+            report.record_error = str(exc)
     return report

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import provenance
+from ..output import atomic_output_file
 
 _MARKS = {"pass": "[green]pass[/green]", "fail": "[bold red]FAIL[/bold red]",
           "skip": "[yellow]skipped[/yellow]"}
@@ -93,7 +94,7 @@ def write_plot(report, path: Path) -> None:
             right.plot(kl, alpha=0.7)
     right.set(title="KL(bf16 || INT4) per position", xlabel="position", ylabel="KL (nats)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -102,14 +103,14 @@ def write_outputs(report, json_path: Path | None, markdown_path: Path | None,
     """Write what was asked for; return the sha256 of the JSON report."""
     data = to_json(report)
     if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_bytes(data)
+        with atomic_output_file(json_path) as tmp:
+            tmp.write_bytes(data)
     if markdown_path:
-        markdown_path.parent.mkdir(parents=True, exist_ok=True)
-        markdown_path.write_text(to_markdown(report))
+        with atomic_output_file(markdown_path) as tmp:
+            tmp.write_text(to_markdown(report))
     if plot_path:
-        plot_path.parent.mkdir(parents=True, exist_ok=True)
-        write_plot(report, plot_path)
+        with atomic_output_file(plot_path) as tmp:
+            write_plot(report, tmp)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -122,7 +123,7 @@ def append_to_provenance(folder: Path, report, report_sha256: str) -> bool:
     path = folder / provenance.FILENAME
     if not path.is_file():
         return False
-    record = json.loads(path.read_text())
+    record = provenance.load(folder)
     record.setdefault("validations", []).append({
         "verdict": "pass" if report.passed else "fail",
         "failed": report.failed,

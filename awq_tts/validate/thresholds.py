@@ -14,6 +14,7 @@ duration_ratio             mean |frames INT4 / frames bf16 − 1| over prompts  
 speaker_similarity_delta   mean speaker similarity to the reference, INT4 − bf16   ≥ −0.03
 memory                     peak VRAM of INT4 load + speech (CUDA), or peak RSS     ≤ budget
                            increase of INT4 load + speech in a fresh process (CPU)
+kl_vs_rtn (optional)       kl_mean / KL of an in-memory RTN twin of the source      ≤ F
 =========================  =====================================================  ========
 
 Every check ends as ``pass``, ``fail`` or ``skip``. A check whose value could not be
@@ -39,6 +40,8 @@ class Thresholds:
     duration_ratio: float = 0.15
     speaker_similarity_delta: float = -0.03
     budget_gb: float = 6.0
+    #: Optional: INT4's KL at most this many times an in-memory RTN twin's (off by default).
+    kl_vs_rtn: float | None = None
 
     @classmethod
     def names(cls) -> list[str]:

@@ -1,0 +1,355 @@
+"""The GPU acceptance run: the 6 GB promise measured on one GPU, in one command.
+
+Stages (each in its own process, so one stage's failure or memory peak cannot spoil the
+next; results are merged into ``DIR/gpu_acceptance.json`` and ``DIR/gpu_acceptance.md``
+after every stage, so a run cut short still leaves what it measured):
+
+1. ``env``       the device, torch, CUDA capability, the packages that matter;
+2. ``gpu_tests`` ``pytest -m gpu``;
+3. ``build``     the full-shape random 1.7B VoiceDesign checkpoint (``--tiny``: the tiny one);
+4. ``speak``     bf16 and INT4 (the RTN-packed twin ``build`` writes: same bytes and speed as
+                 AWQ) with every backend the device has, each in a fresh process under the
+                 memory cap: peak memory of the load and of generating about 30 s of audio
+                 (random weights never stop; the frames are capped), RTF;
+5. ``quantize``  ``awq_tts.quantize`` on the device with a reduced but real calibration
+                 (32 prompts × 256 tokens) under the cap: wall time split into calibration
+                 and walk, seconds per layer, peak memory, and the time extrapolated to the
+                 default 128 × 512 by the token ratio;
+6. ``validate``  ``validate_awq_quality`` of that INT4 output against its source, a few
+                 prompts, tokens capped (random weights: the verdict is reported, not judged).
+
+The cap is ``torch.cuda.set_per_process_memory_fraction`` (``--cap-gib``, default 6). On the
+CPU (``--device cpu``, with ``--tiny`` the dry run a test runs) memory is the peak RSS
+increase of the stage's process over its baseline after imports.
+
+Usage: python benchmarks/gpu_acceptance.py --out DIR [--device auto] [--tiny] [--skip STAGE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STAGES = ("env", "gpu_tests", "build", "speak", "quantize", "validate")
+#: Seconds each stage may take on the GPU machine (the whole run: about 8 minutes).
+BUDGET = {"env": 60, "gpu_tests": 150, "build": 120, "speak": 240, "quantize": 300,
+          "validate": 150}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- measurements inside a stage process -------------------------------------------------
+
+def _cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def apply_cap(device: str, cap_gib: float) -> None:
+    import torch
+
+    if _cuda(device):
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gib * 2**30 / total), device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+        except OSError:
+            pass
+
+
+def _status_kib(key: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"{key}:\s+(\d+)", text).group(1))
+
+
+class Peak:
+    """Peak memory since the last ``reset``: CUDA allocations, or RSS over a baseline."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        import torch
+
+        if _cuda(self.device):
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self.base = _status_kib("VmRSS")
+            try:
+                with open("/proc/self/clear_refs", "w") as handle:
+                    handle.write("5")
+            except OSError:
+                pass
+
+    def gib(self) -> float:
+        import torch
+
+        if _cuda(self.device):
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) / 2**30
+        return (_status_kib("VmHWM") - self.base) / 2**20
+
+
+def stage_env(args) -> dict:
+    import importlib.metadata as md
+
+    import torch
+
+    from awq_tts.runtime import available_backends
+
+    out = {"device": args.device, "torch": torch.__version__, "python": sys.version.split()[0],
+           "backends": available_backends(args.device)}
+    if _cuda(args.device):
+        out["gpu"] = torch.cuda.get_device_name(args.device)
+        out["capability"] = list(torch.cuda.get_device_capability(args.device))
+        out["total_gib"] = torch.cuda.get_device_properties(args.device).total_memory / 2**30
+    for name in ("transformers", "qwen-tts", "autoawq", "accelerate", "triton"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def stage_gpu_tests(args) -> dict:
+    run = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p",
+                          "no:cacheprovider", str(ROOT / "tests")], capture_output=True,
+                         text=True, cwd=ROOT)
+    lines = [ln for ln in run.stdout.splitlines() if ln.strip()]
+    summary = next((ln for ln in reversed(lines) if re.search(r"\d+ (passed|failed|skipped|"
+                                                               r"deselected|error)", ln)), "")
+    return {"exit_code": run.returncode, "summary": summary.strip("= "),
+            "failures": [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))][:10]}
+
+
+def _paths(args) -> tuple[Path, Path]:
+    return args.work / "bf16", args.work / "int4"
+
+
+def stage_build(args) -> dict:
+    """The bf16 checkpoint, and its RTN-packed INT4 twin for ``speak`` (same bytes as AWQ)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from memory import rtn_int4_twin
+
+    from awq_tts.testing import make_tiny_checkpoint
+
+    bf16, int4 = _paths(args)
+    start = time.perf_counter()
+    make_tiny_checkpoint(bf16, variant="voice_design", full_shape=not args.tiny, force=True)
+    rtn_int4_twin(bf16, int4.with_name("int4-rtn"))
+    size = sum(f.stat().st_size for f in bf16.rglob("*") if f.is_file())
+    return {"seconds": time.perf_counter() - start, "bytes": size, "full_shape": not args.tiny}
+
+
+def stage_speak_one(args) -> dict:
+    """One model (``--model bf16`` or a backend name) in this fresh process."""
+    import torch
+
+    from awq_tts._qwen import qwen_tts
+    from awq_tts.runtime import load
+    from awq_tts.synth import speak
+
+    qwen_tts()  # imports are the baseline, not the model
+    bf16, int4 = _paths(args)
+    apply_cap(args.device, args.cap_gib)
+    peak = Peak(args.device)
+    start = time.perf_counter()
+    if args.model == "bf16":
+        tts = load(bf16, device=args.device, dtype=torch.bfloat16)
+    else:
+        tts = load(int4.with_name("int4-rtn"), device=args.device, dtype=torch.bfloat16,
+                   backend=args.model)
+    out = {"load_s": time.perf_counter() - start, "load_peak_gib": peak.gib(),
+           "backend": tts.awq_backend}
+    frames = args.frames
+    with torch.no_grad():
+        result = speak(tts, "Hello there. " * 30, instruct="A calm, clear voice.",
+                       max_new_tokens=frames, do_sample=True, subtalker_dosample=True)
+    out.update({"audio_s": result.seconds_audio, "wall_s": result.seconds_wall,
+                "rtf": result.real_time_factor, "peak_gib": peak.gib(),
+                "frames_cap": frames})
+    return out
+
+
+def stage_quantize(args) -> dict:
+    from awq_tts import quantize
+
+    bf16, int4 = _paths(args)
+    apply_cap(args.device, args.cap_gib)
+    peak = Peak(args.device)
+    summary = quantize(bf16, int4, device=args.device, n_samples=args.n_samples,
+                       max_seq_len=args.max_seq_len, batch_size=8, force=True, progress=False)
+    per_layer = [r.seconds for r in summary.layer_reports]
+    factor = (128 * 512) / (args.n_samples * args.max_seq_len)
+    return {"n_samples": args.n_samples, "max_seq_len": args.max_seq_len,
+            "wall_s": summary.seconds, "calibration_s": summary.calibration_seconds,
+            "walk_s": summary.walk_seconds, "layer_s": per_layer, "peak_gib": peak.gib(),
+            "layers": len(per_layer),
+            "extrapolated_default_s": factor * (summary.calibration_seconds
+                                                + summary.walk_seconds),
+            "extrapolation": f"calibration and walk × {factor:g} (token ratio to 128 × 512)"}
+
+
+def stage_validate(args) -> dict:
+    from awq_tts.validate import validate_awq_quality
+
+    bf16, int4 = _paths(args)
+    report = validate_awq_quality(int4, reference=str(bf16), device=args.device, n_prompts=2,
+                                  max_new_tokens=args.validate_tokens, record=False,
+                                  progress=False, full=True)
+    return {"verdict": report.verdict, "checks": {c.name: c.status for c in report.checks},
+            "backend": report.metrics.get("runtime", {}).get("backend"),
+            "memory": report.metrics.get("memory"),
+            "note": "random weights never stop: tokens capped, the verdict is not judged"}
+
+
+STAGE_FUNCTIONS = {"env": stage_env, "gpu_tests": stage_gpu_tests, "build": stage_build,
+                   "speak_one": stage_speak_one, "quantize": stage_quantize,
+                   "validate": stage_validate}
+
+
+# ---- orchestration -----------------------------------------------------------------------
+
+def _in_process(args, stage: str, model: str | None) -> dict:
+    """The stage in this process (``--in-process``: a quick dry run; no isolation)."""
+    import argparse as _argparse
+
+    start = time.perf_counter()
+    stage_args = _argparse.Namespace(**{**vars(args), "model": model})
+    try:
+        result = STAGE_FUNCTIONS[stage](stage_args)
+    except Exception as exc:  # a stage's failure is a result, as in a child process
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    result["stage_s"] = time.perf_counter() - start
+    return result
+
+
+def _child(args, stage: str, extra: list[str], timeout: int) -> dict:
+    cmd = [sys.executable, __file__, "--stage", stage, "--out", str(args.out),
+           "--device", args.device, "--cap-gib", str(args.cap_gib), "--work", str(args.work),
+           "--frames", str(args.frames), "--n-samples", str(args.n_samples),
+           "--max-seq-len", str(args.max_seq_len), "--validate-tokens",
+           str(args.validate_tokens), *(["--tiny"] if args.tiny else []), *extra]
+    start = time.perf_counter()
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    found = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT")]
+    if run.returncode or not found:
+        tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
+        return {"error": " | ".join(tail), "exit_code": run.returncode}
+    result = json.loads(found[-1][len("RESULT"):])
+    result["stage_s"] = time.perf_counter() - start
+    return result
+
+
+def orchestrate(args) -> dict:
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"device": args.device, "cap_gib": args.cap_gib, "tiny": args.tiny,
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for stage in STAGES:
+        if stage in args.skip:
+            results[stage] = {"skipped": "--skip"}
+            continue
+        budget = int(BUDGET[stage] * (1 if not args.tiny else 1.5))
+        if stage == "speak":
+            backends = results.get("env", {}).get("backends") or []
+            results[stage] = {
+                name: (_in_process(args, "speak_one", name) if args.in_process
+                       else _child(args, "speak_one", ["--model", name], budget))
+                for name in ["bf16", *backends]}
+        elif args.in_process:
+            results[stage] = _in_process(args, stage, None)
+        else:
+            results[stage] = _child(args, stage, [], budget)
+        print(f"{stage}: {json.dumps(results[stage])[:400]}", flush=True)
+        write(args.out, results)
+    return results
+
+
+def write(out: Path, results: dict) -> None:
+    (out / "gpu_acceptance.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "gpu_acceptance.md").write_text(table(results) + "\n")
+
+
+def _f(value, fmt: str = "{:.2f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def table(results: dict) -> str:
+    env = results.get("env", {})
+    lines = [f"Device: {env.get('gpu', results['device'])} (torch {env.get('torch')}), "
+             f"memory cap {results['cap_gib']} GiB{'; tiny dry run' if results['tiny'] else ''}",
+             "", "| model | load peak GiB | speech peak GiB | audio s | RTF |",
+             "|---|---:|---:|---:|---:|"]
+    for name, r in (results.get("speak") or {}).items():
+        if not isinstance(r, dict) or "error" in r or "skipped" in r:
+            lines.append(f"| {name} | {r.get('error', r.get('skipped', '?'))} | | | |")
+            continue
+        label = name if name == "bf16" else f"INT4 {name}"
+        lines.append(f"| {label} | {_f(r['load_peak_gib'])} | {_f(r['peak_gib'])} | "
+                     f"{_f(r['audio_s'], '{:.1f}')} | {_f(r['rtf'])} |")
+    q = results.get("quantize") or {}
+    if "wall_s" in q:
+        lines += ["", f"Quantize ({q['n_samples']} × {q['max_seq_len']} tokens, "
+                      f"{q['layers']} layers): {q['wall_s']:.0f} s (calibration "
+                      f"{q['calibration_s']:.0f} s, walk {q['walk_s']:.0f} s, "
+                      f"{q['walk_s'] / max(q['layers'], 1):.1f} s per layer), peak "
+                      f"{q['peak_gib']:.2f} GiB; extrapolated to 128 × 512: "
+                      f"{q['extrapolated_default_s'] / 60:.1f} min"]
+    elif q:
+        lines += ["", f"Quantize: {q}"]
+    for key in ("gpu_tests", "validate"):
+        r = results.get(key) or {}
+        text = r.get("summary") or r.get("verdict") or r.get("error") or r.get("skipped")
+        lines.append(f"\n{key}: {text}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tiny", action="store_true", help="the tiny model (dry run)")
+    parser.add_argument("--cap-gib", type=float, default=6.0)
+    parser.add_argument("--work", type=Path, default=None,
+                        help="where checkpoints go (default: OUT/../acceptance-work)")
+    parser.add_argument("--frames", type=int, default=None, help="speech frames (30 s = 375)")
+    parser.add_argument("--n-samples", type=int, default=None)
+    parser.add_argument("--max-seq-len", type=int, default=None)
+    parser.add_argument("--validate-tokens", type=int, default=None)
+    parser.add_argument("--skip", action="append", default=[], choices=STAGES)
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the stages in this process (a quick dry run, no isolation)")
+    parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    from awq_tts.devices import resolve_device
+
+    args.device = resolve_device(args.device)
+    args.work = args.work or args.out.resolve().parent / "acceptance-work"
+    defaults = dict(frames=(24, 375), n_samples=(4, 32), max_seq_len=(32, 256),
+                    validate_tokens=(24, 48))
+    for name, (tiny, full) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, tiny if args.tiny else full)
+    if args.stage:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        print("RESULT" + json.dumps(STAGE_FUNCTIONS[args.stage](args)), flush=True)
+        return
+    results = orchestrate(args)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The GPU acceptance script runs end to end on the CPU with the tiny model (its dry run), so
+no device minute is spent on a typo, and writes the JSON and table the GPU run will."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+SCRIPT = str(ROOT / "benchmarks" / "gpu_acceptance.py")
+
+
+def test_dry_run_writes_every_stage(tmp_path):
+    """Every stage, in one process (a stage in its own process is tested below)."""
+    out = tmp_path / "acceptance"
+    run = subprocess.run([sys.executable, SCRIPT, "--out", str(out), "--device", "cpu", "--tiny",
+                          "--frames", "12", "--skip", "gpu_tests", "--in-process"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((out / "gpu_acceptance.json").read_text())
+    assert result["gpu_tests"] == {"skipped": "--skip"}   # on the CPU it would skip them all
+    for stage in ("env", "build", "speak", "quantize", "validate"):
+        assert stage in result and "error" not in result[stage], (stage, result[stage])
+    assert result["env"]["device"] == "cpu" and result["env"]["backends"]
+    assert set(result["speak"]) == {"bf16", *result["env"]["backends"]}
+    for name, row in result["speak"].items():
+        assert "error" not in row, (name, row)
+        assert row["audio_s"] > 0 and row["rtf"] > 0 and row["peak_gib"] >= 0
+    assert result["quantize"]["layers"] == 2 and result["quantize"]["extrapolated_default_s"] > 0
+    assert result["validate"]["verdict"]
+    table = (out / "gpu_acceptance.md").read_text()
+    assert "INT4 int4pack" in table and "Quantize (4 × 32 tokens" in table
+
+
+def test_a_stage_runs_in_its_own_process(tmp_path):
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_acceptance import _child
+
+    args = argparse.Namespace(out=tmp_path, device="cpu", cap_gib=6.0, work=tmp_path / "w",
+                              frames=12, n_samples=4, max_seq_len=32, validate_tokens=24,
+                              tiny=True)
+    result = _child(args, "env", [], timeout=300)
+    assert result["device"] == "cpu" and "int4pack" in result["backends"], result
+    broken = _child(args, "validate", [], timeout=300)   # no checkpoint built: an error row
+    assert "error" in broken and broken["exit_code"] != 0
