@@ -25,6 +25,7 @@ import fcntl
 import os
 import shutil
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .errors import UsageError
@@ -166,36 +167,31 @@ def _start(target: Path, force: bool, inputs: Sequence[str | Path], expected_byt
 
 
 @contextlib.contextmanager
+def _atomic(target: Path, force: bool, inputs: Sequence[str | Path], expected_bytes: int,
+            folder: bool) -> Iterator[Path]:
+    existed = _start(target, force, inputs, expected_bytes, folder)
+    with output_lock(target):
+        remove_debris(target)
+        suffix = "" if folder else target.suffix   # writers infer formats from suffixes
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial{suffix}")
+        if folder:
+            tmp.mkdir()
+        try:
+            yield tmp
+            _install(tmp, target, force, existed)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+
 def atomic_output_dir(target: str | Path, force: bool = False,
                       inputs: Sequence[str | Path] = (),
-                      expected_bytes: int = 0) -> Iterator[Path]:
+                      expected_bytes: int = 0) -> AbstractContextManager[Path]:
     """Yield an empty folder that becomes ``target`` when the block succeeds (see module)."""
-    target = Path(target)
-    existed = _start(target, force, inputs, expected_bytes, folder=True)
-    with output_lock(target):
-        remove_debris(target)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        tmp.mkdir()
-        try:
-            yield tmp
-            _install(tmp, target, force, existed)
-        except BaseException:
-            _remove(tmp)
-            raise
+    return _atomic(Path(target), force, inputs, expected_bytes, folder=True)
 
 
-@contextlib.contextmanager
 def atomic_output_file(target: str | Path, force: bool = True,
-                       inputs: Sequence[str | Path] = ()) -> Iterator[Path]:
+                       inputs: Sequence[str | Path] = ()) -> AbstractContextManager[Path]:
     """Yield a temporary path whose file becomes ``target`` when the block succeeds."""
-    target = Path(target)
-    existed = _start(target, force, inputs, 0, folder=False)
-    with output_lock(target):
-        remove_debris(target)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial{target.suffix}")
-        try:
-            yield tmp
-            _install(tmp, target, force, existed)
-        except BaseException:
-            _remove(tmp)
-            raise
+    return _atomic(Path(target), force, inputs, 0, folder=False)

@@ -30,14 +30,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from memory import rtn_int4_twin  # noqa: E402
+from memory import full_shape_pair  # noqa: E402
 
 from awq_tts.devices import resolve_device  # noqa: E402
 from awq_tts.quantize import numerics  # noqa: E402
 from awq_tts.quantize.packing import pack_gemm  # noqa: E402
 from awq_tts.runtime import Int4Linear, available_backends, load  # noqa: E402
 from awq_tts.runtime.backends import BACKENDS  # noqa: E402
-from awq_tts.testing import make_tiny_checkpoint  # noqa: E402
 
 LINEARS = (("q_proj", 2048, 2048), ("k_proj", 2048, 1024), ("v_proj", 2048, 1024),
            ("o_proj", 2048, 2048), ("gate_proj", 2048, 6144), ("up_proj", 2048, 6144),
@@ -130,12 +129,7 @@ def bench_synth(tts, device: str, frames: int) -> dict:
 def run(args) -> dict:
     device = resolve_device(args.device)
     backends = [b for b in available_backends(device) if b not in args.skip_backend]
-    bf16_dir = args.work / f"full-{args.variant}"
-    if not (bf16_dir / "config.json").is_file():
-        make_tiny_checkpoint(bf16_dir, variant=args.variant, full_shape=True, force=True)
-    int4_dir = args.work / f"full-{args.variant}-int4"
-    if not (int4_dir / "config.json").is_file():
-        rtn_int4_twin(bf16_dir, int4_dir)
+    bf16_dir, int4_dir = full_shape_pair(args.work, args.variant)
     result = {"machine": machine(device), "device": device, "repeats": args.repeats,
               "cache_tokens": args.cache, "synth_frames_cap": args.frames,
               "threads": torch.get_num_threads(), "backends": backends,

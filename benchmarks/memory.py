@@ -84,6 +84,17 @@ def rtn_int4_twin(source: Path, out: Path, group_size: int = 128) -> Path:
     return out
 
 
+def full_shape_pair(work: Path, variant: str) -> tuple[Path, Path]:
+    """The full-shape random checkpoint and its RTN INT4 twin under ``work`` (built once)."""
+    bf16 = work / f"full-{variant}"
+    if not (bf16 / "config.json").is_file():
+        make_tiny_checkpoint(bf16, variant=variant, full_shape=True, force=True)
+    int4 = work / f"full-{variant}-int4"
+    if not (int4 / "config.json").is_file():
+        rtn_int4_twin(bf16, int4)
+    return bf16, int4
+
+
 _PROBE = """
 import json, resource, sys, time, torch
 from awq_tts.runtime import load
@@ -135,12 +146,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path,
                         default=Path(__file__).parent / "results" / "memory.json")
     args = parser.parse_args()
-    bf16 = args.work / f"full-{args.variant}"
-    if not (bf16 / "config.json").is_file():
-        make_tiny_checkpoint(bf16, variant=args.variant, full_shape=True, force=True)
-    int4 = args.work / f"full-{args.variant}-int4"
-    if not (int4 / "config.json").is_file():
-        rtn_int4_twin(bf16, int4)
+    bf16, int4 = full_shape_pair(args.work, args.variant)
     sizes = {"bf16": component_bytes(bf16), "int4": component_bytes(int4)}
     def model_only(which: str) -> int:
         return sizes[which]["total"] - sizes[which]["speech tokenizer"]

@@ -6,30 +6,16 @@ code 2, so scripts can tell bad input (2) from a failed check (1).
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import UsageError
-
-DEVICE_HELP = "auto (CUDA when available, else cpu), cpu, cuda or cuda:N."
-BACKEND_HELP = ("INT4 kernel: auto, int4pack (torch's, CPU and CUDA), awq-triton (AutoAWQ's, "
-                "CUDA) or dequant (exact reference, slow).")
-
-
-def _friendly(func):
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except UsageError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper
+from .. import __version__
+from ..errors import UsageError
+from .common import BACKEND_HELP, DEVICE_HELP, friendly
+from .surgery import blend, repair
+from .verdict import validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,17 +47,17 @@ def main() -> None:
               help="Train the tiny Base model (≈1 min) on a structured task so it speaks and "
                    "stops at text-dependent lengths: a model the validator can judge.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-@_friendly
+@friendly
 def make_tiny(out: Path, variant: str, seed: int, full_shape: bool, trained: bool,
               force: bool) -> None:
     """Build a random-weight Qwen3-TTS checkpoint with qwen-tts's real classes in OUT."""
-    from .testing import make_tiny_checkpoint
+    from ..testing import make_tiny_checkpoint
 
     if trained:
         if variant != "base" or full_shape:
             raise UsageError("--trained builds the tiny Base model only (no --variant, "
                              "no --full-shape)")
-        from .testing.trained import make_trained_checkpoint
+        from ..testing.trained import make_trained_checkpoint
 
         make_trained_checkpoint(out, seed=seed, force=force)
         click.echo(f"wrote trained tiny base checkpoint to {out}")
@@ -96,7 +82,7 @@ def make_tiny(out: Path, variant: str, seed: int, full_shape: bool, trained: boo
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--backend", default="auto", show_default=True, help=BACKEND_HELP)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
-@_friendly
+@friendly
 def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, instruct, seed,
                max_new_tokens, device, backend, output) -> None:
     """Speak text with MODEL (an INT4 or bf16 checkpoint folder) and write a wav.
@@ -104,10 +90,10 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
     Long texts are split at sentence ends and the audio joined. Base models clone
     --ref-audio (any sample rate; resampled) or a built-in synthetic voice.
     """
-    from .io import require_readable_audio
-    from .output import check_placement, check_writable
-    from .runtime import load
-    from .synth import check_request, peak_memory_bytes, speak_long, write_wav
+    from ..io import require_readable_audio
+    from ..output import check_placement, check_writable
+    from ..runtime import load
+    from ..synth import check_request, peak_memory_bytes, speak_long, write_wav
 
     if text_file is not None:
         try:
@@ -162,12 +148,12 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
 @click.option("--method", type=click.Choice(["awq", "rtn"]), default="awq", show_default=True,
               help="rtn: plain round-to-nearest, the baseline AWQ is measured against.")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-@_friendly
+@friendly
 def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, revision,
              ref_audio, batch_size, method, force) -> None:
     """Quantize the talker of SRC (folder or hub id) to AWQ INT4 and write a checkpoint."""
-    from .quantize import quantize as run
-    from .report import print_quantize_summary
+    from ..quantize import quantize as run
+    from ..report import print_quantize_summary
 
     summary = run(src, out, group_size=group_size, n_samples=n_samples, max_seq_len=max_seq_len,
                   seed=seed, device=device, force=force, calib=calib, revision=revision,
@@ -177,10 +163,10 @@ def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, 
 
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@_friendly
+@friendly
 def inspect(folder: Path) -> None:
     """Print a readable summary of FOLDER's noesis_provenance.json."""
-    from .report import print_provenance
+    from ..report import print_provenance
 
     print_provenance(folder)
 
@@ -189,7 +175,7 @@ def inspect(folder: Path) -> None:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--expect", type=str, default=None, metavar="SHA256",
               help="The provenance file's own sha256, as published by whoever made FOLDER.")
-@_friendly
+@friendly
 def verify(folder: Path, expect: str | None) -> None:
     """Recompute every file hash of FOLDER; exit 1 on any difference from the record.
 
@@ -198,8 +184,8 @@ def verify(folder: Path, expect: str | None) -> None:
     it later with --expect. (`validate` appends its verdict to the record, which changes
     that sha256: publish it after validating.)
     """
-    from .provenance import record_sha256
-    from .provenance import verify as check
+    from ..provenance import record_sha256
+    from ..provenance import verify as check
 
     problems = check(folder, expect)
     for problem in problems:
@@ -221,158 +207,18 @@ def calib() -> None:
               help="'builtin' (default), 'heldout', a file/folder, or a hub dataset.")
 @click.option("--n-samples", type=click.IntRange(min=1), default=None,
               help="Show only the first N prompts.")
-@_friendly
+@friendly
 def calib_show(source, n_samples) -> None:
     """Print a prompt set: count per language, length statistics and hash."""
-    from .calibration.prompts import load_prompts
-    from .report import print_prompt_set
+    from ..calibration.prompts import load_prompts
+    from ..report import print_prompt_set
 
     name, prompts = load_prompts(source)
     print_prompt_set(name, prompts[:n_samples] if n_samples else prompts)
 
 
-@main.command()
-@click.argument("tts", type=str)
-@click.argument("llm", type=str)
-@click.option("--alpha", type=str, default="0.03", show_default=True,
-              help="LLM share: 0.03 or 3%. The Darwin card: 1% subtle, 3% emotion, "
-                   "5% max stable, 10% breaks the stop signal.")
-@click.option("--layers", type=str, default=None, help="Talker layers to blend, e.g. 0-13,20.")
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True)
-@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-@_friendly
-def blend(tts, llm, alpha, layers, out, force) -> None:
-    """Lerp the FFN weights of Qwen3 LLM into the talker of Qwen3-TTS checkpoint TTS."""
-    import warnings
-
-    from .ckpt import blend as run
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        record = run(tts, llm, alpha, out, layers=layers, force=force)
-    for warning in caught:
-        click.echo(f"warning: {warning.message}", err=True)
-    click.echo(f"blended {len(record['blended_tensors'])} tensors at alpha {record['alpha']:.4f} "
-               f"into {out}")
-
-
-@main.command()
-@click.argument("ckpt", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--speech-tokenizer-from", "base", type=str, required=True,
-              help="Base Qwen3-TTS checkpoint (folder or hub id) to take speech_tokenizer/ from.")
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
-              help="Write a repaired copy here instead of repairing CKPT in place.")
-@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-@_friendly
-def repair(ckpt, base, out, force) -> None:
-    """Add a missing speech_tokenizer/ (and processor files) to CKPT from a base model."""
-    from .ckpt import repair as run
-
-    added = run(ckpt, base, out=out, force=force)
-    where = out or ckpt
-    if not added:
-        click.echo(f"{where}: nothing to repair")
-    else:
-        click.echo(f"{where}: added {len(added)} file(s): {', '.join(added)}")
-
-
-@click.command("validate", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("quant", type=str)
-@click.option("--reference", type=str, default=None,
-              help="bf16 source (folder or hub id); default: the one in noesis_provenance.json.")
-@click.option("--prompts", type=str, default=None,
-              help="Prompt file/folder/dataset; default: the built-in held-out set.")
-@click.option("--n-prompts", type=click.IntRange(min=1), default=None,
-              help="Use only the first N prompts.")
-@click.option("--ref-audio", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Reference voice for Base models; default: a built-in synthetic clip.")
-@click.option("--budget-gb", type=float, default=6.0, show_default=True,
-              help="Memory budget in GiB: peak VRAM on CUDA; on CPU the peak RSS increase "
-                   "of INT4 load + one sentence, in a fresh process.")
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--backend", default="auto", show_default=True,
-              help=BACKEND_HELP + " 'all': validate every backend the device has.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="A rollout that reaches this without end-of-speech counts as runaway.")
-@click.option("--seed", type=int, default=1729, show_default=True)
-@click.option("--kl-mean", type=float, default=None, help="Bound on mean KL (default 0.05).")
-@click.option("--kl-p99", type=float, default=None, help="Bound on p99 KL (default 1.0).")
-@click.option("--top1", type=float, default=None, help="Minimum top-1 agreement (default 0.9).")
-@click.option("--eos-prob-ratio", type=float, default=None,
-              help="Minimum INT4/bf16 end-of-speech probability (default 0.5).")
-@click.option("--duration-ratio", type=float, default=None,
-              help="Maximum mean |duration ratio - 1| (default 0.15).")
-@click.option("--speaker-similarity-delta", type=float, default=None,
-              help="Minimum speaker-similarity change (default -0.03).")
-@click.option("--kl-vs-rtn", type=float, default=None,
-              help="Also bound mean KL by this many times the KL of an in-memory RTN twin "
-                   "of the source (off by default).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
-@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None)
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
-              help="PNG plot (default: next to --json).")
-@click.option("--strict", is_flag=True,
-              help="Count skipped checks (not measurable on this model) as failures.")
-@click.option("--full", is_flag=True,
-              help="Run the rollouts even when a static check (weights audit, untouched "
-                   "tensors) already failed.")
-@_friendly
-def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device, backend,
-             max_new_tokens, seed, kl_mean, kl_p99, top1, eos_prob_ratio, duration_ratio,
-             speaker_similarity_delta, kl_vs_rtn, json_path, markdown_path, plot_path, strict,
-             full) -> None:
-    """Compare INT4 checkpoint QUANT with its bf16 source and give one verdict.
-
-    Each check ends as pass, fail or skipped (with its reason; --strict fails on
-    skips). Exit code 0: no check failed; 1: at least one failed (each is named);
-    2: bad usage. The verdict and the report's sha256 are appended to QUANT's
-    noesis_provenance.json.
-    """
-    import dataclasses
-
-    from .devices import resolve_device
-    from .output import check_placement, check_writable
-    from .runtime.backends import available_backends
-    from .validate import Thresholds, validate_awq_quality
-    from .validate.report import print_table, write_outputs
-
-    overrides = {k: v for k, v in dict(
-        kl_mean=kl_mean, kl_p99=kl_p99, top1=top1, eos_prob_ratio=eos_prob_ratio,
-        duration_ratio=duration_ratio, speaker_similarity_delta=speaker_similarity_delta,
-        budget_gb=budget_gb, kl_vs_rtn=kl_vs_rtn).items() if v is not None}
-    thresholds = dataclasses.replace(Thresholds(), **overrides)
-    device = resolve_device(device)
-    backends = available_backends(device) if backend == "all" else [backend]
-    if plot_path is None and json_path is not None:
-        plot_path = json_path.with_suffix(".png")
-    for path in (json_path, markdown_path, plot_path):
-        if path is not None:
-            check_placement(path, [quant])
-            check_writable(path, folder=False)
-    passed = True
-    for name in backends:
-        report = validate_awq_quality(quant, reference=reference, prompts=prompts,
-                                      ref_audio=str(ref_audio) if ref_audio else None,
-                                      thresholds=thresholds, device=device, n_prompts=n_prompts,
-                                      max_new_tokens=max_new_tokens, seed=seed, backend=name,
-                                      strict=strict, full=full)
-        tag = f"-{name}" if len(backends) > 1 else ""
-        write_outputs(report, *(_tagged(p, tag) for p in (json_path, markdown_path, plot_path)))
-        print_table(report)
-        if report.record_error:
-            click.echo(f"warning: the verdict was not recorded in the provenance: "
-                       f"{report.record_error}", err=True)
-        passed &= report.passed
-    sys.exit(0 if passed else 1)
-
-
-def _tagged(path: Path | None, tag: str) -> Path | None:
-    """``report.json`` → ``report-int4pack.json`` when several backends are validated."""
-    if path is None or not tag:
-        return path
-    return path.with_name(f"{path.stem}{tag}{path.suffix}")
-
-
+main.add_command(blend)
+main.add_command(repair)
 main.add_command(validate)
 
 

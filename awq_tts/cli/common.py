@@ -1,0 +1,27 @@
+"""Shared pieces of the CLI: the error-to-exit-code wrapper and option help."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from ..errors import UsageError
+
+DEVICE_HELP = "auto (CUDA when available, else cpu), cpu, cuda or cuda:N."
+BACKEND_HELP = ("INT4 kernel: auto, int4pack (torch's, CPU and CUDA), awq-triton (AutoAWQ's, "
+                "CUDA) or dequant (exact reference, slow).")
+
+
+def friendly(func):
+    """Turn a ``UsageError`` into one ``error: ...`` line on stderr and its exit code."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
