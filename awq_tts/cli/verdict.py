@@ -38,6 +38,10 @@ from .common import BACKEND_HELP, DEVICE_HELP, friendly
               help="Maximum mean |duration ratio - 1| (default 0.15).")
 @click.option("--speaker-similarity-delta", type=float, default=None,
               help="Minimum speaker-similarity change (default -0.03).")
+@click.option("--code-predictor-agreement", type=float, default=None,
+              help="Minimum code-predictor agreement (default 0.85).")
+@click.option("--log-mel-distance", type=float, default=None,
+              help="Maximum mean log-mel distance of greedy audio (default 1.5).")
 @click.option("--kl-vs-rtn", type=float, default=None,
               help="Also bound mean KL by this many times the KL of an in-memory RTN twin "
                    "of the source (off by default).")
@@ -53,8 +57,8 @@ from .common import BACKEND_HELP, DEVICE_HELP, friendly
 @friendly
 def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device, backend,
              max_new_tokens, seed, kl_mean, kl_p99, top1, eos_prob_ratio, duration_ratio,
-             speaker_similarity_delta, kl_vs_rtn, json_path, markdown_path, plot_path, strict,
-             full) -> None:
+             speaker_similarity_delta, code_predictor_agreement, log_mel_distance, kl_vs_rtn,
+             json_path, markdown_path, plot_path, strict, full) -> None:
     """Compare INT4 checkpoint QUANT with its bf16 source and give one verdict.
 
     Each check ends as pass, fail or skipped (with its reason; --strict fails on
@@ -73,7 +77,8 @@ def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device,
     overrides = {k: v for k, v in dict(
         kl_mean=kl_mean, kl_p99=kl_p99, top1=top1, eos_prob_ratio=eos_prob_ratio,
         duration_ratio=duration_ratio, speaker_similarity_delta=speaker_similarity_delta,
-        budget_gb=budget_gb, kl_vs_rtn=kl_vs_rtn).items() if v is not None}
+        budget_gb=budget_gb, kl_vs_rtn=kl_vs_rtn, log_mel_distance=log_mel_distance,
+        code_predictor_agreement=code_predictor_agreement).items() if v is not None}
     thresholds = dataclasses.replace(Thresholds(), **overrides)
     device = resolve_device(device)
     backends = available_backends(device) if backend == "all" else [backend]

@@ -6,7 +6,8 @@ from .thresholds import FAIL, PASS, SKIP, Check, Thresholds, check
 
 #: Checks that need rollouts or a loaded model, in report order.
 DYNAMIC_CHECKS = ("kl_mean", "kl_p99", "top1", "eos_prob_ratio", "runaway_greedy",
-                  "runaway_sampled", "duration_ratio", "speaker_similarity_delta", "memory",
+                  "runaway_sampled", "duration_ratio", "speaker_similarity_delta",
+                  "code_predictor_agreement", "log_mel_distance", "memory",
                   "weight_bytes_ratio")
 
 
@@ -36,6 +37,12 @@ def quality_checks(m: dict, t: Thresholds) -> list[Check]:
     out.append(check("speaker_similarity_delta", a["speaker_sim_delta"], ">=",
                      t.speaker_similarity_delta, "INT4 - bf16 similarity to the reference voice",
                      a.get("speaker_skip_reason") or "not measured"))
+    out.append(check("code_predictor_agreement", tf["code_predictor_agreement"], ">=",
+                     t.code_predictor_agreement, "argmax codes on INT4's talker hidden states",
+                     "bf16 spoke no frame to predict codes for"))
+    out.append(check("log_mel_distance", a["log_mel_distance_mean"], "<=", t.log_mel_distance,
+                     "mean |log-mel difference| of greedy audio, nats",
+                     "no prompt gave two clips of at least 1024 samples"))
     return out
 
 

@@ -62,10 +62,9 @@ def to_markdown(report) -> str:
     tf = report.metrics.get("teacher_forced", {})
     if tf:
         lines += ["", "## Reported without a bound", "",
-                  f"- code-predictor agreement: {_fmt(tf.get('code_predictor_agreement'))}",
                   "- hidden-state cosine per layer: "
                   + ", ".join(_fmt(v) for v in tf.get("layer_cosine", [])),
-                  f"- log-mel distance: {_fmt(report.metrics['audio']['log_mel_distance_mean'])}",
+                  f"- teacher-forced frame positions: {tf.get('frame_positions')}",
                   f"- real-time factor: {report.metrics['real_time_factor']}"]
     if report.prompts:
         lines += ["", "## Per prompt", "", "| prompt | KL | top-1 | frames bf16 | frames INT4 |",
