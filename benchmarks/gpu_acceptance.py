@@ -323,7 +323,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the tiny model (dry run)")
     parser.add_argument("--cap-gib", type=float, default=6.0)
     parser.add_argument("--work", type=Path, default=None,
-                        help="where checkpoints go (default: OUT/../acceptance-work)")
+                        help="where checkpoints go, never under OUT (default: "
+                             "benchmarks/work/acceptance)")
     parser.add_argument("--frames", type=int, default=None, help="speech frames (30 s = 375)")
     parser.add_argument("--n-samples", type=int, default=None)
     parser.add_argument("--max-seq-len", type=int, default=None)
@@ -337,7 +338,7 @@ def main() -> None:
     from awq_tts.devices import resolve_device
 
     args.device = resolve_device(args.device)
-    args.work = args.work or args.out.resolve().parent / "acceptance-work"
+    args.work = args.work or ROOT / "benchmarks" / "work" / "acceptance"
     defaults = dict(frames=(24, 375), n_samples=(4, 32), max_seq_len=(32, 256),
                     validate_tokens=(24, 48))
     for name, (tiny, full) in defaults.items():

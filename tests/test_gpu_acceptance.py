@@ -18,7 +18,8 @@ def test_dry_run_writes_every_stage(tmp_path):
     """Every stage, in one process (a stage in its own process is tested below)."""
     out = tmp_path / "acceptance"
     run = subprocess.run([sys.executable, SCRIPT, "--out", str(out), "--device", "cpu", "--tiny",
-                          "--frames", "12", "--skip", "gpu_tests", "--in-process"],
+                          "--frames", "12", "--skip", "gpu_tests", "--in-process",
+                          "--work", str(tmp_path / "work")],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads((out / "gpu_acceptance.json").read_text())
