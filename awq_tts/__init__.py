@@ -10,9 +10,11 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from ._compat import patch_transformers_for_autoawq  # noqa: E402
+from ._qwen import make_speakers_copyable  # noqa: E402
 from .quantize.api import QuantizeSummary, quantize  # noqa: E402
 from .runtime import load  # noqa: E402
 
 patch_transformers_for_autoawq()
+make_speakers_copyable()
 
 __all__ = ["QuantizeSummary", "__version__", "load", "quantize"]

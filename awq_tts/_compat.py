@@ -27,6 +27,8 @@ import functools
 import warnings
 from types import ModuleType
 
+import torch
+
 
 def patch_transformers_for_autoawq() -> None:
     """Make ``import awq`` work (also for transformers' own AWQ integration), cheaply.
@@ -80,3 +82,16 @@ def awq_quantizer() -> type:
 
 def awq_version() -> str:
     return str(getattr(awq_module(), "__version__", "unknown"))
+
+
+def dequantize_wqlinear(module) -> torch.Tensor:
+    """``[out, in]`` float32 weight of a ``WQLinear_GEMM``, by AutoAWQ's own ``dequantize_gemm``.
+
+    The scales are widened to float32 first so the product is exact, as in ``Int4Linear``.
+    """
+    awq_module()
+    from awq.utils.packing_utils import dequantize_gemm
+
+    weight = dequantize_gemm(module.qweight, module.qzeros, module.scales.float(), module.w_bit,
+                             module.group_size)
+    return weight.t().float()
