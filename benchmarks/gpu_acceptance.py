@@ -254,20 +254,32 @@ def _child(args, stage: str, extra: list[str], timeout: int) -> dict:
 
 
 def orchestrate(args) -> dict:
+    """Run the stages in order within ``--deadline`` seconds (the device tool allows 600 per
+    call): each child gets at most its budget and what is left; a stage that cannot start
+    with at least 20 s left is recorded as skipped for time."""
     args.out.mkdir(parents=True, exist_ok=True)
+    end = time.monotonic() + args.deadline
     results: dict = {"device": args.device, "cap_gib": args.cap_gib, "tiny": args.tiny,
+                     "deadline_s": args.deadline,
                      "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     for stage in STAGES:
+        left = int(end - time.monotonic()) - 10
         if stage in args.skip:
             results[stage] = {"skipped": "--skip"}
             continue
-        budget = int(BUDGET[stage] * (1 if not args.tiny else 1.5))
+        if left < 20:
+            results[stage] = {"skipped": f"out of time (--deadline {args.deadline} s)"}
+            write(args.out, results)
+            continue
+        budget = min(int(BUDGET[stage] * (1 if not args.tiny else 1.5)), left)
         if stage == "speak":
             backends = results.get("env", {}).get("backends") or []
+            names = ["bf16", *backends]
+            share = max(20, budget // len(names))
             results[stage] = {
                 name: (_in_process(args, "speak_one", name) if args.in_process
-                       else _child(args, "speak_one", ["--model", name], budget))
-                for name in ["bf16", *backends]}
+                       else _child(args, "speak_one", ["--model", name], share))
+                for name in names}
         elif args.in_process:
             results[stage] = _in_process(args, stage, None)
         else:
@@ -292,7 +304,10 @@ def table(results: dict) -> str:
              f"memory cap {results['cap_gib']} GiB{'; tiny dry run' if results['tiny'] else ''}",
              "", "| model | load peak GiB | speech peak GiB | audio s | RTF |",
              "|---|---:|---:|---:|---:|"]
-    for name, r in (results.get("speak") or {}).items():
+    speak = results.get("speak") or {}
+    if "skipped" in speak:
+        speak = {"all models": speak}
+    for name, r in speak.items():
         if not isinstance(r, dict) or "error" in r or "skipped" in r:
             lines.append(f"| {name} | {r.get('error', r.get('skipped', '?'))} | | | |")
             continue
@@ -330,6 +345,8 @@ def main() -> None:
     parser.add_argument("--max-seq-len", type=int, default=None)
     parser.add_argument("--validate-tokens", type=int, default=None)
     parser.add_argument("--skip", action="append", default=[], choices=STAGES)
+    parser.add_argument("--deadline", type=int, default=540,
+                        help="seconds for the whole run (the device tool allows 600 a call)")
     parser.add_argument("--in-process", action="store_true",
                         help="run the stages in this process (a quick dry run, no isolation)")
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)

@@ -50,3 +50,18 @@ def test_a_stage_runs_in_its_own_process(tmp_path):
     assert result["device"] == "cpu" and "int4pack" in result["backends"], result
     broken = _child(args, "validate", [], timeout=300)   # no checkpoint built: an error row
     assert "error" in broken and broken["exit_code"] != 0
+
+
+def test_the_deadline_leaves_a_complete_report(tmp_path):
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_acceptance import orchestrate
+
+    args = argparse.Namespace(out=tmp_path / "o", device="cpu", cap_gib=6.0, tiny=True,
+                              work=tmp_path / "w", skip=[], deadline=5, in_process=True)
+    result = orchestrate(args)
+    assert all("out of time" in result[stage]["skipped"] for stage in
+               ("env", "gpu_tests", "build", "speak", "quantize", "validate"))
+    written = json.loads((tmp_path / "o" / "gpu_acceptance.json").read_text())
+    assert written["deadline_s"] == 5 and "out of time" in written["validate"]["skipped"]
