@@ -65,7 +65,7 @@ class Int4Linear(nn.Module):
         if not backend.keeps_qweight:
             del self._buffers["qweight"]
 
-    def set_kernel_tensors(self, backend_name: str, **tensors: torch.Tensor) -> None:
+    def set_kernel_tensors(self, **tensors: torch.Tensor) -> None:
         """Register a backend's prepared tensors as ``kernel_*`` (non-persistent) buffers."""
         for name, tensor in tensors.items():
             self.register_buffer(f"kernel_{name}", tensor, persistent=False)

@@ -43,7 +43,7 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     device = resolve_device(device)
     source = resolve(str(path))
     require_qwen3_tts(source.config, str(path))
-    weight_files(source.path)
+    files = weight_files(source.path)
     require_speech_tokenizer(source.path)
     if backend != "auto":
         get_backend(backend, device)
@@ -54,12 +54,13 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
                                                     dtype=dtype)
         tts.awq_backend = "none"
         return tts
-    tts = _load_int4(package, source.path, qconfig, device, dtype)
+    tts = _load_int4(package, source.path, files, qconfig, device, dtype)
     tts.awq_backend = prepare_for_inference(tts.model, backend, dtype)
     return tts
 
 
-def _load_int4(package, path: Path, qconfig: dict, device: str, dtype: torch.dtype):
+def _load_int4(package, path: Path, files: list[Path], qconfig: dict, device: str,
+               dtype: torch.dtype):
     from accelerate import init_empty_weights
     from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
     from qwen_tts.inference.qwen3_tts_tokenizer import Qwen3TTSTokenizer
@@ -73,7 +74,6 @@ def _load_int4(package, path: Path, qconfig: dict, device: str, dtype: torch.dty
     config._attn_implementation = "sdpa"
     with init_empty_weights():
         model = Qwen3TTSForConditionalGeneration(config)
-    files = weight_files(path)
     packed = _packed_modules(files)
     _swap_int4_modules(model, packed, int(qconfig["group_size"]))
     _load_into_place(model, files, set(packed), device, dtype)

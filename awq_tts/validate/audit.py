@@ -39,12 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from ..quantize import numerics
 from ..quantize.mapping import QWEN3_TTS_TALKER, LayerMapping
 from ..quantize.packing import PackedLinear, dequantize_gemm
-from ..quantize.source import weight_files
+from .tensors import CheckpointTensors
 from .thresholds import FAIL, PASS, Check
 
 LINEAR_FACTOR = 1.5
@@ -73,23 +72,6 @@ class AuditResult:
         rows = sorted(self.ratios.items(), key=lambda kv: -max(kv[1][0] / LINEAR_FACTOR,
                                                                 kv[1][1] / BLOCK_FACTOR))
         return [(name, lin, blk) for name, (lin, blk) in rows[:n]]
-
-
-class _Tensors:
-    """Lazy name → tensor access over a checkpoint's safetensors files."""
-
-    def __init__(self, folder: Path) -> None:
-        self.where: dict[str, Path] = {}
-        for file in weight_files(folder):
-            with safe_open(str(file), framework="pt") as handle:
-                self.where.update({key: file for key in handle.keys()})
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.where
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        with safe_open(str(self.where[key]), framework="pt") as handle:
-            return handle.get_tensor(key)
 
 
 def _ls_row_scale(src: torch.Tensor, int4: torch.Tensor) -> torch.Tensor:
@@ -129,7 +111,7 @@ def weights_audit(quant: Path, reference: Path,
                                f"awq-tts writes 4-bit with a positive group size")
         result.unloadable = True
         return result
-    q, r = _Tensors(quant), _Tensors(reference)
+    q, r = CheckpointTensors(quant), CheckpointTensors(reference)
     layers = sorted({int(k.split(".")[len(mapping.layers.split("."))]) for k in q.where
                      if k.startswith(mapping.layers + ".") and k.endswith(".qweight")})
     for index in layers:
@@ -152,8 +134,9 @@ def weights_audit(quant: Path, reference: Path,
     return result
 
 
-def _audit_layer(prefix: str, q: _Tensors, r: _Tensors, dequantized: dict[str, torch.Tensor],
-                 mapping: LayerMapping, group_size: int, result: AuditResult) -> None:
+def _audit_layer(prefix: str, q: CheckpointTensors, r: CheckpointTensors,
+                 dequantized: dict[str, torch.Tensor], mapping: LayerMapping, group_size: int,
+                 result: AuditResult) -> None:
     """Undo each group's folded scale in mapping order, then compare with the source."""
     row_scale: dict[str, torch.Tensor] = {}
     feeds = {g.prev for g in mapping.groups if g.prev in mapping.quantized}
@@ -195,7 +178,7 @@ def _fold_spread(s: torch.Tensor, sources: list[torch.Tensor],
     return float((carried / s - 1).std())
 
 
-def _input_scale(prev: str, prefix: str, q: _Tensors, r: _Tensors,
+def _input_scale(prev: str, prefix: str, q: CheckpointTensors, r: CheckpointTensors,
                  row_scale: dict[str, torch.Tensor]) -> torch.Tensor | None:
     if prev in row_scale:
         return row_scale[prev]
@@ -205,7 +188,8 @@ def _input_scale(prev: str, prefix: str, q: _Tensors, r: _Tensors,
     return r[key].float() / q[key].float()
 
 
-def _shape_problem(q: _Tensors, r: _Tensors, key: str, group_size: int) -> str | None:
+def _shape_problem(q: CheckpointTensors, r: CheckpointTensors, key: str,
+                   group_size: int) -> str | None:
     fields = [key + f for f in (".qweight", ".qzeros", ".scales")]
     if not all(f in q for f in fields):
         return f"{key}: not packed (missing {', '.join(f for f in fields if f not in q)})"

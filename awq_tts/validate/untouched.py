@@ -12,21 +12,12 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from ..io import sha256_file
 from ..quantize.mapping import QWEN3_TTS_TALKER, LayerMapping
-from ..quantize.source import weight_files
+from .tensors import CheckpointTensors
 
 _PACKED_FIELDS = (".qweight", ".qzeros", ".scales")
-
-
-def _tensors(folder: Path) -> dict[str, tuple[Path, str]]:
-    out = {}
-    for file in weight_files(folder):
-        with safe_open(str(file), framework="pt") as handle:
-            out.update({key: (file, key) for key in handle.keys()})
-    return out
 
 
 def _exempt(mapping: LayerMapping, packed: set[str]) -> re.Pattern:
@@ -37,26 +28,20 @@ def _exempt(mapping: LayerMapping, packed: set[str]) -> re.Pattern:
     return re.compile(rf"^(?:{layers}\.\d+\.(?:{names})\.weight|(?:{linear})\.\w+)$")
 
 
-def _read(location: tuple[Path, str]):
-    file, key = location
-    with safe_open(str(file), framework="pt") as handle:
-        return handle.get_tensor(key)
-
-
 def untouched_differences(quant: Path, reference: Path,
                           mapping: LayerMapping = QWEN3_TTS_TALKER) -> list[str]:
     """Names of what differs outside the quantized scope (empty when all is identical)."""
-    q, r = _tensors(quant), _tensors(reference)
+    q, r = CheckpointTensors(quant), CheckpointTensors(reference)
     packed = {k[: -len(".qweight")] for k in q if k.endswith(".qweight")}
     exempt = _exempt(mapping, packed)
     problems = [f"{k}: missing from QUANT" for k in sorted(r) if k not in q
                 and not exempt.match(k)]
     problems += [f"{k}: not in the reference" for k in sorted(q) if k not in r
                  and not (exempt.match(k) or k.endswith(_PACKED_FIELDS))]
-    for key in sorted(set(q) & set(r)):
+    for key in sorted(set(q.where) & set(r.where)):
         if exempt.match(key):
             continue
-        a, b = _read(q[key]), _read(r[key])
+        a, b = q[key], r[key]
         if a.dtype != b.dtype or a.shape != b.shape:
             problems.append(f"{key}: {a.dtype}{list(a.shape)} vs reference "
                             f"{b.dtype}{list(b.shape)}")

@@ -79,7 +79,7 @@ class Int4Pack(Backend):
         scales = layer.scales.float()                                  # [K/G, N]
         zeros = unpack_int4(layer.qzeros).float()
         table = torch.stack([scales, (8.0 - zeros) * scales], dim=-1).to(kdtype).contiguous()
-        layer.set_kernel_tensors(self.name, weight=weight, scales_and_zeros=table)
+        layer.set_kernel_tensors(weight=weight, scales_and_zeros=table)
 
     def _mm(self, x2: torch.Tensor, weight: torch.Tensor, group: int,
             table: torch.Tensor) -> torch.Tensor:
