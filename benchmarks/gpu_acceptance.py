@@ -56,17 +56,6 @@ def apply_cap(device: str, cap_gib: float) -> None:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gib * 2**30 / total), device)
         torch.cuda.reset_peak_memory_stats(device)
-    else:
-        try:
-            with open("/proc/self/clear_refs", "w") as handle:
-                handle.write("5")
-        except OSError:
-            pass
-
-
-def _status_kib(key: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"{key}:\s+(\d+)", text).group(1))
 
 
 class Peak:
@@ -83,12 +72,10 @@ class Peak:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            self.base = _status_kib("VmRSS")
-            try:
-                with open("/proc/self/clear_refs", "w") as handle:
-                    handle.write("5")
-            except OSError:
-                pass
+            from awq_tts.validate.memory import reset_peak_rss, rss_kib
+
+            self.base = rss_kib("VmRSS")
+            reset_peak_rss()
 
     def gib(self) -> float:
         import torch
@@ -96,7 +83,9 @@ class Peak:
         if _cuda(self.device):
             torch.cuda.synchronize(self.device)
             return torch.cuda.max_memory_allocated(self.device) / 2**30
-        return (_status_kib("VmHWM") - self.base) / 2**20
+        from awq_tts.validate.memory import rss_kib
+
+        return (rss_kib("VmHWM") - self.base) / 2**20
 
 
 def stage_env(args) -> dict:

@@ -18,6 +18,7 @@ A model without INT4 linears given as QUANT fails both checks, whatever it weigh
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,14 +31,27 @@ from .thresholds import FAIL, Check, check
 #: Bound on INT4 / bf16 resident bytes of the talker decoder layers (measured: 0.27).
 WEIGHT_BYTES_RATIO = 0.35
 
+def rss_kib(field: str = "VmRSS") -> int:
+    """This process's resident memory in KiB: ``VmRSS`` now, or ``VmHWM`` its high-water mark."""
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"{field}:\s+(\d+)", text).group(1))
+
+
+def reset_peak_rss() -> None:
+    """Reset the high-water mark (Linux ≥ 4.0), so ``VmHWM`` counts from now on."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
 _PROBE = """
-import json, re, sys
+import json, sys
 import torch
 from awq_tts.runtime import load
 from awq_tts.synth import speak
-
-def status(key):
-    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+from awq_tts.validate.memory import reset_peak_rss, rss_kib
 
 path, backend, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
 torch.set_num_threads(int(sys.argv[4]))
@@ -45,18 +59,14 @@ from awq_tts._qwen import qwen_tts  # imports count as baseline, not as the mode
 qwen_tts()
 from qwen_tts.inference.qwen3_tts_tokenizer import Qwen3TTSTokenizer  # noqa
 from transformers import AutoProcessor  # noqa
-try:  # reset the high-water mark so the imports' transient peak does not count
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-except OSError:
-    pass
-base = status("VmRSS")
+reset_peak_rss()  # so the imports' transient peak does not count
+base = rss_kib("VmRSS")
 tts = load(path, device="cpu", backend=backend)
-loaded = status("VmHWM")
+loaded = rss_kib("VmHWM")
 with torch.no_grad():
     speak(tts, "A short sentence to measure memory.", max_new_tokens=tokens,
           do_sample=False, subtalker_dosample=False)
-peak = status("VmHWM")
+peak = rss_kib("VmHWM")
 print("RESULT" + json.dumps({"load_kib": loaded - base, "peak_kib": peak - base}))
 """
 
