@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .sample import LossSample
+
 
 class _Captured(Exception):
     """Raised by the layer-0 hook to stop the forward once its inputs are recorded."""
@@ -49,20 +51,62 @@ class LayerInputs:
 
     def error(self, fn: Callable[[torch.Tensor, dict], torch.Tensor], x: torch.Tensor,
               ref: torch.Tensor) -> float:
-        """Mean squared error of ``fn`` against ``ref`` over valid (non-padding) tokens."""
-        total, count = 0.0, 0
+        """Mean squared error of ``fn`` against ``ref`` over valid (non-padding) tokens.
+
+        The sum stays on the device until the end: one host sync per call.
+        """
+        total = None
         for start in range(0, x.shape[0], self.batch_size):
             stop = min(start + self.batch_size, x.shape[0])
             out = fn(x[start:stop].to(self.device), self._slice(start, stop)).float()
             mask = self.valid[start:stop].to(out.device)
-            diff = (out - ref[start:stop].to(out.device))[mask]
-            total += float(diff.pow(2).sum())
-            count += diff.numel()
-        return total / max(count, 1)
+            part = (out - ref[start:stop].to(out.device))[mask].pow(2).sum()
+            total = part if total is None else total + part
+        count = int(self.valid.sum()) * (ref.shape[-1] if ref.ndim else 1)
+        return float(total) / max(count, 1)
+
+    def subset(self, sequences: torch.Tensor) -> LayerInputs:
+        """The same inputs restricted to ``sequences`` (indices along the batch)."""
+        batch = self.hidden.shape[0]
+        kwargs = {key: _select_batch(self.kwargs.get(key), dim, sequences, batch)
+                  for key, dim in self.batch_dims.items()}
+        kwargs = {**self.kwargs, **kwargs}
+        return LayerInputs(self.hidden[sequences], kwargs, self.valid[sequences],
+                           self.batch_dims, self.device, self.batch_size)
 
     def valid_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C]`` rows of ``x`` at valid positions."""
         return x[self.valid]
+
+
+def _select_batch(value, dim: int, index: torch.Tensor, batch: int):
+    if isinstance(value, tuple):
+        return tuple(_select_batch(v, dim, index, batch) for v in value)
+    if isinstance(value, torch.Tensor) and dim >= 0 and value.ndim > dim \
+            and value.shape[dim] == batch:
+        return value.index_select(dim, index.to(value.device))
+    return value
+
+
+@dataclass
+class TokenRows:
+    """Token-wise blocks replayed on a ``[N, C]`` sample of rows, in chunks of ``rows``."""
+
+    device: torch.device
+    rows: int = 4096
+
+    def run(self, fn: Callable[[torch.Tensor, dict], torch.Tensor],
+            x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([fn(x[i:i + self.rows].to(self.device), {}).float()
+                          for i in range(0, x.shape[0], self.rows)], dim=0)
+
+    def error(self, fn: Callable[[torch.Tensor, dict], torch.Tensor], x: torch.Tensor,
+              ref: torch.Tensor) -> float:
+        """Mean squared error of ``fn`` against ``ref`` over all rows (one host sync)."""
+        total = sum((fn(x[i:i + self.rows].to(self.device), {}).float()
+                     - ref[i:i + self.rows].to(self.device)).pow(2).sum()
+                    for i in range(0, x.shape[0], self.rows))
+        return float(total) / max(ref.numel(), 1)
 
 
 def _slice_batch(value, dim: int, start: int, stop: int, batch: int, device):
@@ -122,23 +166,72 @@ def float_kwargs(kwargs: dict) -> dict:
     return {k: conv(v) for k, v in kwargs.items()}
 
 
+@dataclass
+class Captured:
+    """What the search needs of one linear's input: statistics of all valid tokens and
+    the sampled rows the losses replay."""
+
+    #: ``mean|x|`` per input channel over every valid token.
+    x_mean: torch.Tensor
+    #: ``[S, T, C]`` whole sampled sequences (attention) or ``[N, C]`` sampled tokens.
+    rows: torch.Tensor
+
+
 @torch.no_grad()
 def record_linear_inputs(
-    layer: nn.Module, linears: dict[str, nn.Linear], inputs: LayerInputs
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Run the layer once; return its output and the input of every listed linear."""
-    store: dict[str, list[torch.Tensor]] = {name: [] for name in linears}
-    handles = []
-    for name, lin in linears.items():
-        def hook(_module, args, name=name):
-            store[name].append(args[0].detach().float().cpu())
-        handles.append(lin.register_forward_pre_hook(hook))
+    layer: nn.Module,
+    linears: dict[str, nn.Linear],
+    inputs: LayerInputs,
+    sample: LossSample,
+    whole_sequences: frozenset[str] = frozenset(),
+) -> tuple[torch.Tensor, dict[str, Captured]]:
+    """Run the layer once over every token; return its output and each listed linear's
+    input statistics and sampled rows.
+
+    Nothing of full calibration size is kept: the hooks reduce every chunk to a running
+    ``sum|x|`` and gather the sampled rows by index (whole sequences for the linears in
+    ``whole_sequences``, sampled token positions for the others).
+    """
+    sums = {name: None for name in linears}
+    kept: dict[str, list[torch.Tensor]] = {name: [] for name in linears}
+    where = {"seq": 0, "token": 0}
+    positions, sequences = sample.positions, sample.sequences
+
+    def hook_for(name):
+        def hook(_module, args):
+            x = args[0].detach()
+            start = where["seq"]
+            stop = start + x.shape[0]
+            mask = inputs.valid[start:stop].to(x.device)
+            tokens = x[mask].float()
+            part = tokens.abs().sum(dim=0, dtype=torch.float64)
+            sums[name] = part if sums[name] is None else sums[name] + part
+            if name in whole_sequences:
+                chosen = sequences[(sequences >= start) & (sequences < stop)] - start
+                kept[name].append(x[chosen.to(x.device)].float())
+            else:
+                first = where["token"]
+                local = positions[(positions >= first) & (positions < first + tokens.shape[0])]
+                kept[name].append(tokens[(local - first).to(x.device)])
+        return hook
+
+    def advance(_module, _args, _output):
+        start = where["seq"]
+        stop = min(start + inputs.batch_size, inputs.valid.shape[0])
+        where["token"] += int(inputs.valid[start:stop].sum())
+        where["seq"] = stop
+
+    handles = [lin.register_forward_pre_hook(hook_for(name)) for name, lin in linears.items()]
+    handles.append(layer.register_forward_hook(advance))
     try:
         out = inputs.run(lambda x, kw: layer(x, **kw)[0])
     finally:
         for handle in handles:
             handle.remove()
-    return out, {name: torch.cat(chunks, dim=0) for name, chunks in store.items()}
+    count = max(int(inputs.valid.sum()), 1)
+    return out, {name: Captured((sums[name] / count).float(), torch.cat(kept[name], dim=0))
+                 for name in linears}
 
 
-__all__ = ["LayerInputs", "capture_first_layer", "float_kwargs", "record_linear_inputs"]
+__all__ = ["Captured", "LayerInputs", "TokenRows", "capture_first_layer", "float_kwargs",
+           "record_linear_inputs"]

@@ -1,0 +1,62 @@
+"""The recipe of a quantization run and what it reports, per layer and as a whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from . import numerics
+from .packing import PackedLinear
+
+#: Default token budget of the search losses (see ``sample.py`` and
+#: ``benchmarks/loss_budget.py`` for how it was chosen).
+LOSS_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    group_size: int = 128
+    n_grid: int = 20
+    max_shrink: float = 0.5
+    clip_tokens: int = 512
+    #: Tokens the grid-search and clip losses replay (``None``: all); statistics use all.
+    loss_tokens: int | None = LOSS_TOKENS
+    batch_size: int = 8
+    seed: int = 1729
+    #: "awq" (scale + clip search) or "rtn" (plain round-to-nearest, the baseline).
+    method: str = "awq"
+
+    def as_quantization_config(self, not_converted: list[str]) -> dict:
+        """The ``quantization_config`` block of ``config.json`` (transformers' AWQ schema)."""
+        return {
+            "quant_method": "awq",
+            "bits": numerics.BITS,
+            "group_size": self.group_size,
+            "zero_point": True,
+            "version": "gemm",
+            "modules_to_not_convert": not_converted,
+        }
+
+
+@dataclass
+class LayerReport:
+    index: int
+    awq_error: float
+    rtn_error: float
+    fallback_to_rtn: bool
+    linears: dict[str, dict] = field(default_factory=dict)
+    #: Wall time of this layer's search, fold, clip and packing.
+    seconds: float = 0.0
+    #: Mean squared error of the quantized layer's output over *every* calibration token
+    #: (``awq_error`` and ``rtn_error`` are measured on the loss sample, like for like).
+    output_error: float = 0.0
+
+
+@dataclass
+class WalkResult:
+    packed: dict[str, PackedLinear]
+    changed: dict[str, torch.Tensor]
+    layers: list[LayerReport]
+    #: Tokens the search losses replayed (the drawn sample of ``config.loss_tokens``).
+    loss_tokens: int = 0
