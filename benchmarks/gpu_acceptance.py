@@ -185,7 +185,8 @@ def stage_quantize(args) -> dict:
             "layers": len(per_layer),
             "extrapolated_default_s": factor * (summary.calibration_seconds
                                                 + summary.walk_seconds),
-            "extrapolation": f"calibration and walk × {factor:g} (token ratio to 128 × 512)"}
+            "extrapolation": f"calibration and walk × {factor:g} (token ratio to 128 × 512; an "
+                             f"upper bound: the search replays at most --loss-tokens tokens)"}
 
 
 def stage_validate(args) -> dict:

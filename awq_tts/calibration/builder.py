@@ -106,7 +106,10 @@ def build_calibration(
     conditioning = [_conditioning(tts, i, p, ref_audio) for i, p in enumerate(chosen)]
     results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     forced = [i for i, p in enumerate(chosen) if p.audio]
-    rolled = [i for i, p in enumerate(chosen) if not p.audio]
+    # Longest texts first, so each batch holds prompts of similar length and stops
+    # together (a batch runs until its longest sample has stopped).
+    rolled = sorted((i for i, p in enumerate(chosen) if not p.audio),
+                    key=lambda i: -expected_length(chosen[i]))
     batches = [rolled[k:k + batch_size] for k in range(0, len(rolled), batch_size)]
     bar = tqdm(total=len(chosen), desc="calibration", disable=not progress)
     for index in forced:
@@ -134,6 +137,12 @@ def build_calibration(
             "length": int(sequences[-1].shape[0]),
         })
     return CalibrationSet(name, sequences, records, seed, max_seq_len, batch_size)
+
+
+def expected_length(prompt: Prompt) -> int:
+    """How long ``prompt`` should speak, in relative units: speech length follows text
+    length (a CJK character counts as about three Latin letters)."""
+    return sum(3 if ord(ch) >= 0x2E80 else 1 for ch in prompt.text if not ch.isspace())
 
 
 def _conditioning(tts, index: int, prompt: Prompt, default_ref: str | None = None) -> dict:

@@ -13,7 +13,9 @@ import click
 
 from .. import __version__
 from ..errors import UsageError
+from ..quantize.recipe import LOSS_TOKENS
 from .common import BACKEND_HELP, DEVICE_HELP, friendly
+from .interop import export
 from .surgery import blend, repair
 from .verdict import validate
 
@@ -147,17 +149,22 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
               help="Sequences per forward chunk (lower it to save memory).")
 @click.option("--method", type=click.Choice(["awq", "rtn"]), default="awq", show_default=True,
               help="rtn: plain round-to-nearest, the baseline AWQ is measured against.")
+@click.option("--loss-tokens", type=int, default=LOSS_TOKENS, show_default=True,
+              help="Calibration tokens the scale and clip search losses replay (a seeded "
+                   "sample across prompts and positions; statistics use every token). "
+                   "0: all tokens (slow at the defaults).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @friendly
 def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, revision,
-             ref_audio, batch_size, method, force) -> None:
+             ref_audio, batch_size, method, loss_tokens, force) -> None:
     """Quantize the talker of SRC (folder or hub id) to AWQ INT4 and write a checkpoint."""
     from ..quantize import quantize as run
     from ..report import print_quantize_summary
 
     summary = run(src, out, group_size=group_size, n_samples=n_samples, max_seq_len=max_seq_len,
                   seed=seed, device=device, force=force, calib=calib, revision=revision,
-                  batch_size=batch_size, method=method, ref_audio=ref_audio)
+                  batch_size=batch_size, method=method, ref_audio=ref_audio,
+                  loss_tokens=loss_tokens or None)
     print_quantize_summary(summary)
 
 
@@ -218,6 +225,7 @@ def calib_show(source, n_samples) -> None:
 
 
 main.add_command(blend)
+main.add_command(export)
 main.add_command(repair)
 main.add_command(validate)
 

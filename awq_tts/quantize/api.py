@@ -20,7 +20,8 @@ from ..io import require_readable_audio
 from ..output import atomic_output_dir
 from . import checkpoint, source
 from .mapping import QWEN3_TTS_TALKER
-from .walker import LayerReport, QuantConfig, WalkResult, walk
+from .resident import LayerLoader, release_for_walk
+from .walker import LOSS_TOKENS, LayerReport, QuantConfig, WalkResult, walk
 
 
 @dataclass
@@ -54,13 +55,15 @@ def quantize(
     method: str = "awq",
     ref_audio: str | None = None,
     progress: bool = True,
+    loss_tokens: int | None = LOSS_TOKENS,
 ) -> QuantizeSummary:
     """Quantize the talker decoder linears of ``src`` to AWQ INT4 and write ``out``.
 
     ``src`` is a local Qwen3-TTS folder or a hub id. Only the 7 linears of every
     ``talker.model.layers.N`` change; every other tensor and file is copied as is.
     ``out`` is written atomically (a temporary sibling renamed at the end) and holds
-    ``noesis_provenance.json``.
+    ``noesis_provenance.json``. ``loss_tokens`` is the search's token budget (``None``:
+    every calibration token).
     """
     start = time.perf_counter()
     out = Path(out)
@@ -73,22 +76,26 @@ def quantize(
     if ref_audio is not None:
         require_readable_audio(ref_audio, f"cannot read --ref-audio {ref_audio}")
     for name, value in (("--batch-size", batch_size), ("--n-samples", n_samples),
-                        ("--max-seq-len", max_seq_len)):
+                        ("--max-seq-len", max_seq_len),
+                        ("--loss-tokens", 1 if loss_tokens is None else loss_tokens)):
         if not isinstance(value, int) or value < 1:
             raise UsageError(f"{name} {value}: give a whole number of at least 1")
     if method not in ("awq", "rtn"):
         raise UsageError(f"--method {method!r}: choose 'awq' or 'rtn'")
-    config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size, method=method)
+    config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size, method=method,
+                         loss_tokens=loss_tokens)
 
     inputs = [src_info.path, *(p for p in (calib, ref_audio) if p and Path(p).exists())]
     with atomic_output_dir(out, force=force, inputs=inputs,
                            expected_bytes=_expected_bytes(src_info)) as tmp:
         tts = qwen_tts().Qwen3TTSModel.from_pretrained(str(src_info.path), dtype="auto")
+        source.require_finite(tts.model)
         started = time.perf_counter()
         calibration = _calibrate(tts, prompts, calib_name, n_samples, max_seq_len, seed, device,
                                  batch_size, progress, ref_audio)
         calibrated = time.perf_counter()
-        result = _walk(tts.model, calibration, config, device, progress)
+        result = _walk(tts.model, calibration, config, device, progress,
+                       src_info.weight_files())
         walked = time.perf_counter()
         checkpoint.copy_non_weight_files(src_info.path, tmp,
                                          skip=(provenance.FILENAME, "config.json"))
@@ -127,13 +134,16 @@ def _calibrate(tts, prompts, name, n_samples, max_seq_len, seed, device, batch_s
 
 
 def _walk(model, calibration: CalibrationSet, config: QuantConfig, device: str,
-          progress: bool) -> WalkResult:
+          progress: bool, files: list[Path]) -> WalkResult:
+    """Free the source model, then walk its layers one at a time from ``files``."""
+    loader = LayerLoader(files)
+    release_for_walk(model)
     embeds, mask = calibration.padded()
     n_layers = len(model.talker.model.layers)
     bar = tqdm(total=n_layers, desc="quantizing talker layers", unit="layer",
                disable=not progress)
     result = None
-    for item in walk(model, embeds, mask, config, device):
+    for item in walk(model, embeds, mask, config, device, loader=loader):
         if isinstance(item, WalkResult):
             result = item
         else:
@@ -183,7 +193,8 @@ def _record(src_info, config, calibration, device, result, summary) -> dict:
         "versions": provenance.library_versions(),
         "quantization": config.as_quantization_config([]) | {
             "method": config.method, "n_grid": config.n_grid, "max_shrink": config.max_shrink,
-            "clip_tokens": config.clip_tokens,
+            "clip_tokens": config.clip_tokens, "loss_tokens": config.loss_tokens,
+            "loss_tokens_drawn": result.loss_tokens,
             "quantized_linears": sorted(result.packed),
         },
         "calibration": calibration.describe(),
@@ -192,6 +203,7 @@ def _record(src_info, config, calibration, device, result, summary) -> dict:
         "wall_seconds": round(summary.seconds, 3),
         "layers": [
             {"index": r.index, "awq_error": r.awq_error, "rtn_error": r.rtn_error,
+             "output_error": r.output_error, "seconds": round(r.seconds, 3),
              "fallback_to_rtn": r.fallback_to_rtn, "linears": r.linears}
             for r in result.layers
         ],

@@ -1,8 +1,10 @@
 """Find and check the source checkpoint before any work starts.
 
 Every problem a user can fix (wrong folder, wrong model, missing files, shapes the group
-size cannot split, NaN/Inf weights) is raised here as a one-line ``UsageError`` naming
-the problem and the fix, before anything is computed or written.
+size cannot split) is raised here as a one-line ``UsageError`` naming the problem and the
+fix, before anything is computed or written. Only headers are read here: NaN/Inf weights
+are found by ``require_finite`` on the model as loaded for calibration (bit tests on
+tensors already in memory), so a 4 GB source is not read twice.
 """
 
 from __future__ import annotations
@@ -149,7 +151,6 @@ def check(source: Source, group_size: int) -> None:
                 f"talker {key} {size} is not divisible by --group-size {group_size}; "
                 f"choose a group size that divides it"
             )
-    _check_finite(source.weight_files())
 
 
 def has_speech_tokenizer(path: Path) -> bool:
@@ -167,10 +168,21 @@ def require_speech_tokenizer(path: Path) -> None:
         )
 
 
-def _check_finite(files: list[Path]) -> None:
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():
-                tensor = handle.get_tensor(name)
-                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                    raise UsageError(f"{file.name}: tensor {name} contains NaN or Inf values")
+#: Exponent-field masks: a float is NaN or Inf exactly when all its exponent bits are set.
+_EXPONENT = {torch.bfloat16: (torch.int16, 0x7F80), torch.float16: (torch.int16, 0x7C00),
+             torch.float32: (torch.int32, 0x7F800000)}
+
+
+def require_finite(model: torch.nn.Module) -> None:
+    """Refuse the first parameter holding NaN or Inf, by name (integer bit test, no copy)."""
+    for name, param in model.named_parameters():
+        spec = _EXPONENT.get(param.dtype)
+        if spec is None:
+            bad = param.is_floating_point() and not bool(torch.isfinite(param).all())
+        else:
+            int_dtype, mask = spec
+            bits = param.detach().view(int_dtype)
+            bad = bool(((bits & mask) == mask).any())
+        if bad:
+            raise UsageError(f"tensor {name} contains NaN or Inf values; restore the "
+                             f"checkpoint from its original")

@@ -1,0 +1,88 @@
+"""One decoder layer in memory at a time during the walk.
+
+Calibration needs the whole source model; the walk needs one talker decoder layer at a
+time plus the talker's rotary embedding. ``release_for_walk`` frees everything else (its
+parameters become ``meta`` tensors: the module tree stays, the memory goes), and
+``LayerLoader`` brings one layer's tensors back from the memory-mapped safetensors files
+when the walk reaches it and frees them when the layer is done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from .mapping import QWEN3_TTS_TALKER, LayerMapping, get_module
+
+#: What the walk still runs after calibration (``capture_first_layer``'s forward up to
+#: the first decoder layer needs the rotary embedding, nothing else).
+KEEP = ("talker.model.rotary_emb",)
+
+
+def release_for_walk(model: nn.Module, keep: tuple[str, ...] = KEEP) -> int:
+    """Free every parameter and buffer of ``model`` outside ``keep``; return bytes freed."""
+    kept = {id(t) for path in keep
+            for t in [*get_module(model, path).parameters(), *get_module(model, path).buffers()]}
+    freed = 0
+    for module in [model, *_speech_tokenizer_modules(model)]:
+        for sub in module.modules():
+            for name, tensor in [*sub.named_parameters(recurse=False),
+                                 *sub.named_buffers(recurse=False)]:
+                if id(tensor) in kept or tensor.is_meta:
+                    continue
+                freed += tensor.numel() * tensor.element_size()
+                _set(sub, name, tensor.to("meta"))
+    return freed
+
+
+def _speech_tokenizer_modules(model: nn.Module) -> list[nn.Module]:
+    codec = getattr(model, "speech_tokenizer", None)
+    inner = getattr(codec, "model", None)
+    return [inner] if isinstance(inner, nn.Module) else []
+
+
+def _set(module: nn.Module, name: str, meta: torch.Tensor) -> None:
+    if name in module._parameters:
+        module._parameters[name] = nn.Parameter(meta, requires_grad=False)
+    else:
+        module._buffers[name] = meta
+
+
+class LayerLoader:
+    """Loads decoder layer ``i``'s tensors from the source files, and frees them again."""
+
+    def __init__(self, files: list[Path], mapping: LayerMapping = QWEN3_TTS_TALKER) -> None:
+        self.prefix = mapping.layers + "."
+        self.where: dict[str, Path] = {}
+        for file in files:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():
+                    if name.startswith(self.prefix):
+                        self.where[name] = file
+
+    def load(self, index: int, layer: nn.Module) -> nn.Module:
+        """Materialize ``layer`` (on the CPU, in the source dtype) from the checkpoint."""
+        head = f"{self.prefix}{index}."
+        names = [n for n in self.where if n.startswith(head)]
+        state = {}
+        for file in sorted({self.where[n] for n in names}):
+            with safe_open(str(file), framework="pt") as handle:
+                for name in names:
+                    if self.where[name] == file:
+                        state[name[len(head):]] = handle.get_tensor(name)
+        layer.to_empty(device="cpu")
+        missing, unexpected = layer.load_state_dict(state, strict=False)
+        params = {n for n, _ in layer.named_parameters()}
+        if params & set(missing) or unexpected:
+            raise RuntimeError(f"decoder layer {index}: checkpoint tensors do not match the "
+                               f"module (missing {sorted(params & set(missing))[:3]}, "
+                               f"unexpected {unexpected[:3]})")
+        return layer
+
+    @staticmethod
+    def release(layer: nn.Module) -> None:
+        """Free the layer's tensors (they are written to the output already)."""
+        layer.to("meta")

@@ -1,0 +1,121 @@
+"""The walk's engine: the seeded loss budget, statistics from every token, one layer
+resident at a time, NaN weights refused by name."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from conftest import FAST
+
+from awq_tts import quantize
+from awq_tts.quantize import walker
+from awq_tts.quantize.activations import LayerInputs, record_linear_inputs
+from awq_tts.quantize.sample import draw
+from awq_tts.quantize.source import require_finite
+
+
+def _ragged_mask(seed: int = 0) -> torch.Tensor:
+    """Left-padded sequences of different lengths, as calibration batches are."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(5, 40, (11,), generator=gen)
+    mask = torch.zeros(11, 40, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        mask[i, 40 - int(n):] = True
+    return mask
+
+
+def test_sample_is_seeded_and_spans_prompts():
+    mask = _ragged_mask()
+    n_valid = int(mask.sum())
+    a, b, other = draw(mask, 60, seed=3), draw(mask, 60, seed=3), draw(mask, 60, seed=4)
+    assert torch.equal(a.positions, b.positions) and torch.equal(a.sequences, b.sequences)
+    assert not torch.equal(a.positions, other.positions)
+    assert a.tokens == 60 and a.positions.unique().numel() == 60
+    assert torch.equal(a.positions, a.positions.sort().values) and a.positions.max() < n_valid
+    seq_of = torch.arange(11)[:, None].expand(11, 40)[mask]
+    assert seq_of[a.positions].unique().numel() > 5, "tokens come from many prompts"
+    assert int(mask[a.sequences].sum()) >= 60, "whole sequences hold at least the budget"
+    everything = draw(mask, None, seed=3)
+    assert everything.tokens == n_valid and everything.sequences.numel() == 11
+    assert draw(mask, 10 * n_valid, seed=3).tokens == n_valid
+    with pytest.raises(ValueError, match="at least 1"):
+        draw(mask, 0, seed=3)
+
+
+def test_capture_keeps_all_token_statistics_and_only_the_sample():
+    torch.manual_seed(0)
+    mask = _ragged_mask(1)
+    layer = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8))
+    seen = {}
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = layer
+
+        def forward(self, x, **_kw):
+            return (self.inner(x),)
+
+    model = Layer()
+    hidden = torch.randn(11, 40, 16)
+    inputs = LayerInputs(hidden, {}, mask, {}, torch.device("cpu"), batch_size=3)
+    sample = draw(mask, 50, seed=1)
+    linears = {"first": layer[0], "second": layer[2]}
+    hooks = [lin.register_forward_pre_hook(lambda m, a, n=n: seen.setdefault(n, a[0]))
+             for n, lin in linears.items()]
+    full_second = torch.nn.functional.gelu(layer[0](hidden))
+    for h in hooks:
+        h.remove()
+    out, captured = record_linear_inputs(model, linears, inputs, sample,
+                                         whole_sequences=frozenset({"first"}))
+    assert torch.allclose(out, layer(hidden))
+    for name, full in (("first", hidden), ("second", full_second)):
+        assert torch.allclose(captured[name].x_mean, full[mask].abs().mean(0), atol=1e-6)
+    assert torch.equal(captured["first"].rows, hidden[sample.sequences])
+    assert torch.allclose(captured["second"].rows, full_second[mask][sample.positions])
+
+
+def test_budgeted_quantize_is_deterministic_and_recorded(tiny_base, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    quantize(tiny_base, a, loss_tokens=64, **FAST)
+    quantize(tiny_base, b, loss_tokens=64, **FAST)
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    record = json.loads((a / "noesis_provenance.json").read_text())
+    assert record["quantization"]["loss_tokens"] == 64
+    assert record["quantization"]["loss_tokens_drawn"] == 64
+    assert all(layer["output_error"] > 0 for layer in record["layers"])
+
+
+def test_one_decoder_layer_resident_during_the_walk(tiny_base, tmp_path, monkeypatch):
+    seen: list[int] = []
+    original = walker.quantize_layer
+
+    def counting(layer, index, *args, **kwargs):
+        model_layers = counting.layers
+        seen.append(sum(not next(lay.parameters()).is_meta for lay in model_layers))
+        return original(layer, index, *args, **kwargs)
+
+    real_walk = walker.walk
+
+    def spying_walk(model, *args, **kwargs):
+        counting.layers = list(model.talker.model.layers)
+        assert all(next(lay.parameters()).is_meta for lay in counting.layers)
+        assert next(model.talker.code_predictor.parameters()).is_meta, "source freed"
+        yield from real_walk(model, *args, **kwargs)
+
+    monkeypatch.setattr(walker, "quantize_layer", counting)
+    monkeypatch.setattr(sys.modules["awq_tts.quantize.api"], "walk", spying_walk)
+    quantize(tiny_base, tmp_path / "out", **FAST)
+    assert len(seen) >= 2 and seen == [1] * len(seen)
+
+
+def test_nan_outside_the_layers_is_named():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)).to(torch.bfloat16)
+    require_finite(model)
+    with torch.no_grad():
+        model[1].bias[2] = float("inf")
+    with pytest.raises(Exception, match=r"tensor 1\.bias contains NaN or Inf"):
+        require_finite(model)
