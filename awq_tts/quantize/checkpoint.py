@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -54,36 +55,47 @@ def write_weights(
 ) -> list[str]:
     """Stream the source tensors into output shards; return the written file names."""
     pending = {f"{name}.weight": name for name in packed}
-    shards: list[dict[str, torch.Tensor]] = [{}]
+
+    def groups() -> Iterator[dict[str, torch.Tensor]]:
+        for file in source_files:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():
+                    if key in pending:
+                        yield packed[pending.pop(key)].tensors(_module_of(key))
+                    elif key in changed:
+                        yield {key: changed[key].contiguous()}
+                    else:
+                        yield {key: handle.get_tensor(key)}
+
+    names = write_tensors(groups(), dst, max_shard_bytes)
+    if pending:
+        raise RuntimeError(f"quantized linears missing from the source weights: {sorted(pending)}")
+    return names
+
+
+def write_tensors(groups: Iterable[dict[str, torch.Tensor]], dst: Path,
+                  max_shard_bytes: int = 2 * 1024**3) -> list[str]:
+    """Write groups of tensors (a group never splits across shards) as ``model.safetensors``
+    or ``model-0000N-of-0000M.safetensors`` + index; return the written file names."""
+    shard: dict[str, torch.Tensor] = {}
     size = 0
     written: list[Path] = []
 
     def flush() -> None:
-        nonlocal size
-        if shards[-1]:
+        nonlocal shard, size
+        if shard:
             tmp = dst / f"model-part{len(written):05d}.safetensors.tmp"
-            save_file(shards[-1], str(tmp), metadata={"format": "pt"})
+            save_file(shard, str(tmp), metadata={"format": "pt"})
             written.append(tmp)
-            shards[-1] = {}
-            size = 0
+            shard, size = {}, 0
 
-    for file in source_files:
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():
-                if key in pending:
-                    tensors = packed[pending.pop(key)].tensors(_module_of(key))
-                elif key in changed:
-                    tensors = {key: changed[key].contiguous()}
-                else:
-                    tensors = {key: handle.get_tensor(key)}
-                nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
-                if shards[-1] and size + nbytes > max_shard_bytes:
-                    flush()
-                shards[-1].update(tensors)
-                size += nbytes
+    for tensors in groups:
+        nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+        if shard and size + nbytes > max_shard_bytes:
+            flush()
+        shard.update(tensors)
+        size += nbytes
     flush()
-    if pending:
-        raise RuntimeError(f"quantized linears missing from the source weights: {sorted(pending)}")
     return _finalise_names(dst, written)
 
 
