@@ -1,0 +1,158 @@
+"""The whole quantize job on the full-shape 1.7B: measured at a small recipe, extrapolated
+to the defaults (128 prompts × 512 tokens) with measured slopes.
+
+1. ``run``: ``awq_tts.quantize`` of a ``--full-shape`` random checkpoint (VoiceDesign, built
+   if missing) at a small recipe, in a fresh process: wall time split into calibration and
+   walk, seconds per layer, peak RSS (CPU) or peak VRAM (CUDA).
+2. ``layer``: one real-shape decoder layer quantized at the default token budget with two
+   calibration sizes (``--layer-seqs`` sequences and twice that, 512 tokens each): the
+   per-token slope of the passes that still see every token.
+3. ``defaults``: calibration = seconds per rollout frame at batch 8 (from 1) × 512 frames ×
+   16 batches; walk = 28 × (layer time at T₁ + slope × (65,536 − T₁)); peak memory = the
+   measured peak + the walk's full-size activation tensors at the defaults.
+
+Random weights never stop speaking, so every rollout runs to ``--max-seq-len``: the
+calibration figure is the worst case. Writes a table and
+``benchmarks/results/quantize_full-<device>.json``.
+
+Usage: python benchmarks/quantize_full.py [--device auto] [--n-samples 8] [--max-seq-len 24]
+           [--layer-seqs 8] [--work benchmarks/work]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+DEFAULT_PROMPTS, DEFAULT_LEN, DEFAULT_BATCH = 128, 512, 8
+SOURCE = "full-voice_design"
+
+
+def child(args) -> dict:
+    """The quantize run, in this (fresh) process."""
+    import torch
+
+    from awq_tts import quantize
+    from awq_tts.validate.memory import reset_peak_rss, rss_kib
+
+    cuda = args.device.startswith("cuda")
+    base = rss_kib("VmRSS")
+    reset_peak_rss()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    summary = quantize(args.work / SOURCE, args.work / "quantize_full-int4", device=args.device,
+                       n_samples=args.n_samples, max_seq_len=args.max_seq_len,
+                       batch_size=DEFAULT_BATCH, force=True, progress=False)
+    return {"n_samples": args.n_samples, "max_seq_len": args.max_seq_len,
+            "tokens": summary.calibration["tokens"], "wall_s": summary.seconds,
+            "calibration_s": summary.calibration_seconds, "walk_s": summary.walk_seconds,
+            "layer_s": [round(r.seconds, 2) for r in summary.layer_reports],
+            "peak_rss_gib": rss_kib("VmHWM") / 2**20, "rss_before_gib": base / 2**20,
+            "peak_vram_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+
+
+def layer_slope(device: str, seqs: int) -> dict:
+    """One real-shape layer at the default budget, ``seqs`` and ``2 × seqs`` sequences."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from quantize_layer import build_layer, layer_inputs
+
+    from awq_tts.quantize.activations import LayerInputs
+    from awq_tts.quantize.mapping import QWEN3_TTS_TALKER
+    from awq_tts.quantize.recipe import QuantConfig, WalkResult
+    from awq_tts.quantize.walker import quantize_layer
+
+    layer, rotary, cfg = build_layer(0)
+    rows = []
+    for n in (seqs, 2 * seqs):
+        x, kwargs = layer_inputs(rotary, cfg.hidden_size, n, DEFAULT_LEN, 0)
+        kwargs = {k: tuple(t.to(device) for t in v) if isinstance(v, tuple) else v.to(device)
+                  for k, v in kwargs.items()}
+        inputs = LayerInputs(x, kwargs, torch.ones(x.shape[:2], dtype=torch.bool),
+                             dict(QWEN3_TTS_TALKER.layer_kwargs), torch.device(device),
+                             DEFAULT_BATCH)
+        work = copy.deepcopy(layer).to(device)
+        start = time.perf_counter()
+        quantize_layer(work, 0, "layer", inputs, QuantConfig(), QWEN3_TTS_TALKER,
+                       torch.bfloat16, WalkResult({}, {}, []))
+        rows.append({"tokens": n * DEFAULT_LEN, "seconds": time.perf_counter() - start})
+    slope = (rows[1]["seconds"] - rows[0]["seconds"]) / (rows[1]["tokens"] - rows[0]["tokens"])
+    return {"runs": rows, "seconds_per_token": slope}
+
+
+def defaults(run: dict, layer: dict, hidden: int = 2048, layers: int = 28) -> dict:
+    frames = run["max_seq_len"]
+    batches = -(-run["n_samples"] // DEFAULT_BATCH)
+    per_frame = run["calibration_s"] / (batches * frames)
+    calibration = per_frame * DEFAULT_LEN * (DEFAULT_PROMPTS // DEFAULT_BATCH)
+    t1 = layer["runs"][0]
+    per_layer = t1["seconds"] + layer["seconds_per_token"] * (
+        DEFAULT_PROMPTS * DEFAULT_LEN - t1["tokens"])
+    prefix = run["tokens"] / run["n_samples"] - frames
+    full = DEFAULT_PROMPTS * (DEFAULT_LEN + prefix) * hidden * 4
+    return {"calibration_s": calibration, "walk_s": per_layer * layers,
+            "wall_s": calibration + per_layer * layers, "per_layer_s": per_layer,
+            "seconds_per_frame_batch8": per_frame,
+            # hidden, next hidden and the layer's fp output: three float32 [B, T, H] tensors
+            "peak_rss_gib": run["peak_rss_gib"] + 3 * full / 2**30}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--n-samples", type=int, default=8)
+    parser.add_argument("--max-seq-len", type=int, default=24)
+    parser.add_argument("--layer-seqs", type=int, default=8)
+    parser.add_argument("--work", type=Path, default=HERE / "work")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    from awq_tts.devices import resolve_device
+
+    args.device = resolve_device(args.device)
+    if args.child:
+        print("RESULT" + json.dumps(child(args)))
+        return
+    from awq_tts.testing import make_tiny_checkpoint
+
+    if not (args.work / SOURCE / "config.json").is_file():  # shared with memory.py
+        make_tiny_checkpoint(args.work / SOURCE, variant="voice_design", full_shape=True,
+                             force=True)
+    proc = subprocess.run([sys.executable, __file__, "--child", "--device", args.device,
+                           "--n-samples", str(args.n_samples), "--max-seq-len",
+                           str(args.max_seq_len), "--work", str(args.work)],
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"the quantize run failed:\n{proc.stderr[-3000:]}")
+    import torch
+
+    run = json.loads(lines[0][len("RESULT"):])
+    layer = layer_slope(args.device, args.layer_seqs)
+    result = {"machine": f"{platform.processor() or platform.machine()}, "
+                         f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+              "device": args.device, "run": run, "layer": layer,
+              "defaults": defaults(run, layer)}
+    d = result["defaults"]
+    print(f"small recipe ({run['n_samples']} × {run['max_seq_len']}, {run['tokens']} tokens): "
+          f"calibration {run['calibration_s']:.0f} s, walk {run['walk_s']:.0f} s "
+          f"({run['walk_s'] / len(run['layer_s']):.1f} s/layer), peak RSS "
+          f"{run['peak_rss_gib']:.2f} GiB")
+    print(f"defaults (128 × 512), extrapolated: calibration {d['calibration_s'] / 3600:.2f} h, "
+          f"walk {d['walk_s'] / 3600:.2f} h ({d['per_layer_s']:.0f} s/layer), "
+          f"total {d['wall_s'] / 3600:.2f} h, peak RSS ≈ {d['peak_rss_gib']:.1f} GiB")
+    out = args.json or HERE / "results" / f"quantize_full-{args.device.split(':')[0]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
