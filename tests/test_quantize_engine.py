@@ -119,3 +119,27 @@ def test_nan_outside_the_layers_is_named():
         model[1].bias[2] = float("inf")
     with pytest.raises(Exception, match=r"tensor 1\.bias contains NaN or Inf"):
         require_finite(model)
+
+
+def test_batched_calibration_stops_each_prompt_where_it_stops_alone(tiny_trained):
+    """Greedy rollouts of the trained model: a batch of prompts of different lengths ends
+    each one at the frame it ends alone, and the code predictor skips stopped rows."""
+    from awq_tts.calibration import build_calibration, builtin_prompts
+    from awq_tts.calibration.capture import record_talker
+    from awq_tts.runtime import load
+    from awq_tts.synth import synthetic_reference
+
+    tts = load(tiny_trained, dtype=torch.float32)
+    prompts = builtin_prompts()[:4]
+    common = dict(n_samples=4, max_seq_len=200, progress=False, greedy=True)
+    batched = build_calibration(tts, prompts, batch_size=4, **common)
+    alone = build_calibration(tts, prompts, batch_size=1, **common)
+    lengths = [r["length"] for r in batched.records]
+    assert lengths == [r["length"] for r in alone.records]
+    assert len(set(lengths)) > 1 and max(lengths) < 200, "the prompts stop at different frames"
+    ref = synthetic_reference(seconds=1.0)
+    with record_talker(tts) as record:
+        tts.generate_voice_clone(text=[p.text for p in prompts[:3]], language=["English"] * 3,
+                                 ref_audio=[ref] * 3, x_vector_only_mode=[True] * 3,
+                                 max_new_tokens=200, do_sample=False, subtalker_dosample=False)
+    assert record.skipped_rows > 0

@@ -90,12 +90,14 @@ def build_calibration(
     batch_size: int = 8,
     progress: bool = True,
     ref_audio: str | None = None,
+    greedy: bool = False,
 ) -> CalibrationSet:
     """Record the talker inputs of ``n_samples`` prompts.
 
     Prompts with ``audio`` are teacher-forced on the codes of that recording; the others
-    are rolled out by the source model. ``ref_audio`` is the voice Base models clone for
-    prompts without their own (default: built-in synthetic voices).
+    are rolled out by the source model (sampled, seeded per batch; ``greedy`` for tests).
+    ``ref_audio`` is the voice Base models clone for prompts without their own (default:
+    built-in synthetic voices).
     """
     if n_samples < 1 or max_seq_len < 8:
         raise UsageError("--n-samples must be ≥ 1 and --max-seq-len ≥ 8")
@@ -119,7 +121,7 @@ def build_calibration(
         torch.manual_seed(seed + batch[0])
         with record_talker(tts) as record:
             _speak(tts, [chosen[i] for i in batch], [conditioning[i] for i in batch],
-                   max_new_tokens=max_seq_len)
+                   max_new_tokens=max_seq_len, do_sample=not greedy)
         for i, seq, codes in zip(batch, record.sequences(), record.codes, strict=True):
             results[i] = (seq, codes)
         bar.update(len(batch))
@@ -171,10 +173,12 @@ def _teacher_forced(tts, prompt: Prompt, cond: dict) -> tuple[torch.Tensor, torc
     return teacher_forced_sequence(tts.model.talker, talker_prompt, codes), codes
 
 
-def _speak(tts, batch: list[Prompt], conditioning: list[dict], max_new_tokens: int) -> None:
+def _speak(tts, batch: list[Prompt], conditioning: list[dict], max_new_tokens: int,
+           do_sample: bool = True) -> None:
     texts = [p.text for p in batch]
     languages = [p.language if p.language != "auto" else "Auto" for p in batch]
-    common = dict(max_new_tokens=max_new_tokens, do_sample=True)
+    common = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                  subtalker_dosample=do_sample)
     with quiet_generation():
         _dispatch(tts, texts, languages, conditioning, common)
 

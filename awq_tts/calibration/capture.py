@@ -5,7 +5,8 @@ qwen-tts builds the talker input inside ``Qwen3TTSForConditionalGeneration.gener
 codec embedding plus trailing text per step). Rather than re-deriving that layout, we run
 the library's own ``generate_*`` and record the ``inputs_embeds`` of every call into the
 talker's decoder: the prefill, then each decoding step. Audio decoding is skipped while
-recording (the codes are all calibration needs).
+recording (the codes are all calibration needs), and the code predictor skips samples that
+have already stopped.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -25,6 +27,8 @@ class TalkerRecord:
     chunks: list[torch.Tensor] = field(default_factory=list)
     prefill_mask: torch.Tensor | None = None
     codes: list[torch.Tensor] = field(default_factory=list)
+    #: Code-predictor row-steps skipped because their sample had already stopped.
+    skipped_rows: int = 0
 
     def sequences(self) -> list[torch.Tensor]:
         """Per sample, the talker inputs up to and including the step that predicts EOS."""
@@ -75,9 +79,49 @@ def record_talker(tts) -> Iterator[TalkerRecord]:
     handle = decoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
     core.generate = generate
     core.speech_tokenizer.decode = skip_decode
+    undo = _drop_stopped_rows(core.talker, record)
     try:
         yield record
     finally:
+        undo()
         handle.remove()
         del core.generate
         del core.speech_tokenizer.decode
+
+
+def _drop_stopped_rows(talker, record: TalkerRecord):
+    """Run the code predictor only on samples that have not stopped; return the undo.
+
+    transformers keeps a stopped sample in the batch (feeding it end-of-speech) until the
+    longest one stops, and qwen-tts then runs the 15-step code predictor on it every
+    frame for nothing: its codes are cut at the stop. Here the predictor sees only the
+    rows still speaking; stopped rows get code 0, which nothing reads (a row's cache is
+    its own, so the rows still speaking are unaffected).
+    """
+    eos = talker.config.codec_eos_token_id
+    predictor = talker.code_predictor
+    original = predictor.generate
+    state: dict = {"active": None}
+
+    def pre_hook(_module, _args, kwargs):
+        ids = kwargs.get("input_ids")
+        state["active"] = None if ids is None else ids[:, -1] != eos
+
+    def generate(*args, inputs_embeds=None, **kwargs):
+        active = state["active"]
+        if active is None or bool(active.all()) or not bool(active.any()):
+            return original(*args, inputs_embeds=inputs_embeds, **kwargs)
+        result = original(*args, inputs_embeds=inputs_embeds[active], **kwargs)
+        sequences = result.sequences.new_zeros((active.shape[0], result.sequences.shape[1]))
+        sequences[active] = result.sequences
+        record.skipped_rows += int((~active).sum())
+        return SimpleNamespace(sequences=sequences)
+
+    handle = talker.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    predictor.generate = generate
+
+    def undo() -> None:
+        handle.remove()
+        del predictor.generate
+
+    return undo
