@@ -13,7 +13,8 @@ from awq_tts._qwen import qwen_tts
 from awq_tts.testing import make_tiny_checkpoint
 from awq_tts.testing.configs import TINY
 
-torch.set_num_threads(2)
+#: Two cores: under ``pytest -n 2`` (``make test``) each worker takes one.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 #: No machine here reaches a model hub: fail hub lookups at once instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -96,15 +97,29 @@ def tiny_voice_design_awq(tiny_voice_design, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory) -> Path:
-    """The tiny Base model trained to speak and stop (built once per session).
+    """The tiny Base model trained to speak and stop, built once for the whole run.
 
-    80 steps instead of the demo's 200 halve the build (≈45 s on 2 cores) and it still
-    stops where it should: the stop tests below assert that on this very fixture.
+    80 steps instead of the demo's 200 halve the build and it still stops where it should:
+    the stop tests assert that on this very fixture. Under ``pytest -n 2`` the workers
+    share one build (a file lock; the builder trains on both cores meanwhile).
     """
+    from filelock import FileLock
+
     from awq_tts.testing.trained import make_trained_checkpoint
 
-    return make_trained_checkpoint(tmp_path_factory.mktemp("trained") / "ckpt", seed=0,
-                                   steps=TRAINED_STEPS)
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the directory every worker's base temp lives in
+    path = root / "shared-trained"
+    with FileLock(str(root / "shared-trained.lock")):
+        if not (path / "config.json").is_file():
+            threads = torch.get_num_threads()
+            torch.set_num_threads(2)
+            try:
+                make_trained_checkpoint(path, seed=0, steps=TRAINED_STEPS, force=True)
+            finally:
+                torch.set_num_threads(threads)
+    return path
 
 
 @pytest.fixture(scope="session")
