@@ -1,0 +1,96 @@
+"""The studio's library side: the tag parser's rules, and renders that keep one voice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from awq_tts.errors import UsageError
+from awq_tts.runtime import load
+from awq_tts.studio import Voice, parse, render, save
+from awq_tts.synth import synthetic_reference
+
+
+def _cut(script: str) -> list[tuple[str | None, str]]:
+    return [(s.tag, s.text) for s in parse(script).segments]
+
+
+def test_tags_cut_the_script_and_map_to_deliveries():
+    script = parse("Hello there. [Whispering] I have a secret.\n[Angry]  Why did you tell?")
+    assert [(s.tag, s.text) for s in script.segments] == [
+        (None, "Hello there."), ("Whispering", "I have a secret."),
+        ("Angry", "Why did you tell?")]
+    assert script.segments[1].instruct.startswith("Whisper") and script.segments[1].known
+    assert script.segments[0].instruct is None and script.notes == []
+
+
+def test_brackets_in_ordinary_text_are_not_tags():
+    assert _cut("The list [1, 2, 3] and [] stay text.") == [
+        (None, "The list [1, 2, 3] and [] stay text.")]
+    assert _cut("Version [v2] is out.") == [(None, "Version [v2] is out.")]
+
+
+def test_tags_do_not_nest():
+    assert _cut("[Angry [Loud]] Stop it.") == [(None, "[Angry"), ("Loud", "] Stop it.")]
+
+
+def test_empty_segments_are_dropped_and_reported():
+    script = parse("[Happy] [Sad] Hello. [Calm] ... ")
+    assert [(s.tag, s.text) for s in script.segments] == [("Sad", "Hello.")]
+    assert script.notes == ["[Happy] has no text and was dropped",
+                            "[Calm] has no text and was dropped"]
+    assert parse("   ").segments == []
+
+
+def test_cjk_tags_and_punctuation():
+    script = parse("[开心]你好。【悲伤】再见！[Excited]¡Vamos!")
+    assert [(s.tag, s.text) for s in script.segments] == [
+        ("开心", "你好。"), ("悲伤", "再见！"), ("Excited", "¡Vamos!")]
+    assert not script.segments[0].known and script.segments[0].instruct == "开心"
+    assert script.segments[2].known
+
+
+def test_unknown_tags_pass_through_and_are_reported():
+    script = parse("[Like a pirate] Ahoy!")
+    assert script.segments[0].instruct == "Like a pirate" and not script.segments[0].known
+    assert "not a known delivery" in script.notes[0]
+
+
+def test_voice_design_render_joins_segments_with_pauses(tiny_voice_design, tmp_path):
+    tts = load(tiny_voice_design)
+    script = parse("[Whispering] Hello there. [Excited] See you soon!")
+    done = []
+    result = render(tts, script, Voice(description="A deep voice."), pause=0.25,
+                    max_new_tokens=12, on_segment=lambda i, n: done.append((i, n)))
+    assert done == [(1, 2), (2, 2)]
+    spoken = sum(row["seconds"] for row in result.segments)
+    assert result.seconds_audio == pytest.approx(spoken + 0.25, abs=1e-3)
+    assert np.abs(result.wav).max() > 0
+    assert result.segments[0]["instruct"].startswith("A deep voice. Whisper")
+    wav = save(result, tmp_path / "renders", str(tiny_voice_design), "int4pack", 0)
+    sidecar = json.loads(wav.with_suffix(".json").read_text())
+    assert wav.is_file() and sidecar["wav"] == wav.name
+    assert [s["tag"] for s in sidecar["segments"]] == ["Whispering", "Excited"]
+
+
+def test_base_render_builds_the_clone_prompt_once(tiny_base, monkeypatch):
+    tts = load(tiny_base)
+    calls = []
+    original = tts.create_voice_clone_prompt
+    monkeypatch.setattr(tts, "create_voice_clone_prompt",
+                        lambda **kw: calls.append(1) or original(**kw))
+    result = render(tts, parse("[Sad] One. [Happy] Two. Three."),
+                    Voice(ref_audio=synthetic_reference(seconds=1.0)), max_new_tokens=8)
+    assert len(calls) == 1 and len(result.segments) == 2
+    assert all(row["instruct"] is None for row in result.segments)
+
+
+def test_render_refusals(tiny_base, tiny_custom_voice):
+    with pytest.raises(UsageError, match="no text"):
+        render(load(tiny_base), parse("[Happy]"), Voice())
+    with pytest.raises(UsageError, match="reference clip"):
+        render(load(tiny_base), parse("Hello."), Voice())
+    with pytest.raises(UsageError, match="unknown speaker"):
+        render(load(tiny_custom_voice), parse("Hello."), Voice(speaker="nobody"))
