@@ -105,6 +105,7 @@ def test_empty_speech_tokenizer_gets_consistent_advice(tiny_base, tmp_path):
     (["--group-size", "-128"], "--group-size -128"),
     (["--group-size", "96"], "--group-size 96"),
     (["--batch-size", "0"], "--batch-size 0"),
+    (["--loss-tokens", "-5"], "--loss-tokens -5: give a whole number of at least 1"),
     (["--device", "bogus"], "unknown device 'bogus'"),
 ])
 def test_bad_quantize_options(tiny_base, tmp_path, extra, needle):

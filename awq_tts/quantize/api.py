@@ -76,10 +76,12 @@ def quantize(
     if ref_audio is not None:
         require_readable_audio(ref_audio, f"cannot read --ref-audio {ref_audio}")
     for name, value in (("--batch-size", batch_size), ("--n-samples", n_samples),
-                        ("--max-seq-len", max_seq_len),
-                        ("--loss-tokens", 1 if loss_tokens is None else loss_tokens)):
+                        ("--max-seq-len", max_seq_len)):
         if not isinstance(value, int) or value < 1:
             raise UsageError(f"{name} {value}: give a whole number of at least 1")
+    if loss_tokens is not None and (not isinstance(loss_tokens, int) or loss_tokens < 1):
+        raise UsageError(f"--loss-tokens {loss_tokens}: give a whole number of at least 1 "
+                         f"(0 on the command line, None in Python: every token)")
     if method not in ("awq", "rtn"):
         raise UsageError(f"--method {method!r}: choose 'awq' or 'rtn'")
     config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size, method=method,
