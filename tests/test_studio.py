@@ -94,3 +94,66 @@ def test_render_refusals(tiny_base, tiny_custom_voice):
         render(load(tiny_base), parse("Hello."), Voice())
     with pytest.raises(UsageError, match="unknown speaker"):
         render(load(tiny_custom_voice), parse("Hello."), Voice(speaker="nobody"))
+
+
+@pytest.fixture(scope="module")
+def session(tiny_trained, tiny_trained_awq, tmp_path_factory):
+    from awq_tts.studio.session import StudioSession
+
+    return StudioSession(tiny_trained_awq, tiny_trained, device="cpu",
+                         out_dir=tmp_path_factory.mktemp("renders"))
+
+
+def test_session_ab_blind_and_trust(session, tiny_trained, tiny_trained_awq, tmp_path):
+    from awq_tts.studio.session import StudioSession
+
+    assert session.reference is not None and "both models resident" in session.memory_note
+    voice = Voice(ref_audio=synthetic_reference(seconds=1.0))
+    takes = session.render("[Calm] Hello there. [Excited] Bye now!", voice, seed=3,
+                           max_new_tokens=40, ab=True)
+    assert [t.label for t in takes] == ["INT4", "bf16"]
+    for take in takes:
+        assert take.render.seconds_audio > 0.2 and np.abs(take.render.wav).max() > 1e-3
+        assert take.wav_path.is_file() and take.wav_path.with_suffix(".json").is_file()
+    order, labels = session.blind(takes, seed=3)
+    assert sorted(labels) == ["INT4", "bf16"] and session.blind(takes, seed=3)[1] == labels
+    trust = session.trust()
+    assert trust["method"] == "awq" and trust["provenance_sha256"]
+    assert "**Source:**" in session.trust_markdown()
+    tight = StudioSession(tiny_trained_awq, tiny_trained, device="cpu",
+                          out_dir=tmp_path / "r2", budget_gb=1e-6)
+    assert tight.reference is None and "loaded for each A/B render" in tight.memory_note
+    assert len(tight.render("Hello.", voice, max_new_tokens=10, ab=True)) == 2
+
+
+def test_page_renders_over_http(session, tmp_path):
+    """The Gradio page served on a loopback port, driven through its HTTP API."""
+    import socket
+
+    from gradio_client import Client, handle_file
+
+    from awq_tts.studio.app import build_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = build_app(session)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+               quiet=True)
+    try:
+        import soundfile
+
+        clip = tmp_path / "me.wav"
+        wav, sr = synthetic_reference(seconds=1.0)
+        soundfile.write(clip, wav, sr)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        a, b, figures, files = client.predict(
+            "[Calm] Hello there. [Excited] Bye now!", handle_file(str(clip)), "", None, "",
+            3, 0.3, True, False, api_name="/render")[:4]  # (the state is not sent)
+        assert "INT4" in figures and "bf16" in figures
+        for path in (a, b):
+            audio, rate = soundfile.read(path)
+            assert audio.size / rate > 0.2 and np.abs(audio).max() > 1e-3
+        assert len(files) == 4
+    finally:
+        app.close()

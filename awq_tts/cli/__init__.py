@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..quantize.recipe import LOSS_TOKENS
 from .common import BACKEND_HELP, DEVICE_HELP, friendly
 from .interop import export
+from .studio import studio
 from .surgery import blend, repair
 from .verdict import validate
 
@@ -226,6 +227,7 @@ def calib_show(source, n_samples) -> None:
 
 main.add_command(blend)
 main.add_command(export)
+main.add_command(studio)
 main.add_command(repair)
 main.add_command(validate)
 

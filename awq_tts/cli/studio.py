@@ -1,0 +1,35 @@
+"""``awq-tts studio``: the web studio over the library (Gradio)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import DEVICE_HELP, friendly
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--reference", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="The bf16 source, for A/B renders (same script and seed).")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("studio-renders"),
+              show_default=True, help="Folder for every render (timestamped wav + JSON).")
+@click.option("--budget-gb", type=float, default=6.0, show_default=True,
+              help="Memory both models may take together; above it the reference is loaded "
+                   "per A/B render.")
+@friendly
+def studio(model: Path, reference: Path | None, device: str, host: str, port: int,
+           out_dir: Path, budget_gb: float) -> None:
+    """Speak tagged scripts ([Whispering] … [Angry] …) with the INT4 MODEL in a web page:
+    one fixed voice, A/B and blind A/B against --reference, the provenance and last verdict."""
+    from ..studio.app import build_app
+    from ..studio.session import StudioSession
+
+    session = StudioSession(model, reference, device=device, out_dir=out_dir,
+                            budget_gb=budget_gb)
+    click.echo(f"studio: {model} ({session.kind}); {session.memory_note or 'INT4 only'}")
+    build_app(session).launch(server_name=host, server_port=port)

@@ -1,0 +1,81 @@
+"""The studio page (Gradio): widgets wired to ``StudioSession``; no logic of its own."""
+
+from __future__ import annotations
+
+from .render import Voice
+from .session import StudioSession
+
+EXAMPLE = "[Calm] Welcome to the studio. [Excited] This is the INT4 model speaking!"
+
+
+def build_app(session: StudioSession):
+    """The Gradio Blocks of the studio over ``session``."""
+    import gradio as gr
+
+    kind = session.kind
+    with gr.Blocks(title="awq-tts studio") as app:
+        gr.Markdown(f"# awq-tts studio\n`{session.model_path}` ({kind}) · "
+                    f"{session.memory_note or 'INT4 model only'}")
+        with gr.Row():
+            with gr.Column(scale=3):
+                script = gr.Textbox(EXAMPLE, lines=6, label="Script ([Tag] text …)")
+                cut = gr.Dataframe(headers=["tag", "instruction", "text"], label="Segments",
+                                   interactive=False)
+                notes = gr.Markdown()
+            with gr.Column(scale=2):
+                ref_audio = gr.Audio(type="filepath", label="Reference clip (Base)",
+                                     visible=kind == "base")
+                ref_text = gr.Textbox(label="Reference text (optional)",
+                                      visible=kind == "base")
+                speakers = session.speakers()
+                speaker = gr.Dropdown(speakers, value=speakers[0] if speakers else None,
+                                      label="Speaker", visible=kind == "custom_voice")
+                description = gr.Textbox("A clear, natural voice.", label="Identity",
+                                         visible=kind == "voice_design")
+                seed = gr.Number(0, precision=0, label="Seed")
+                pause = gr.Slider(0.0, 2.0, 0.3, step=0.05, label="Pause between segments (s)")
+                ab = gr.Checkbox(session.reference_path is not None, label="A/B against bf16",
+                                 interactive=session.reference_path is not None)
+                blind = gr.Checkbox(False, label="Blind (hide which is which)")
+        go = gr.Button("Render", variant="primary")
+        with gr.Row():
+            player_a, player_b = gr.Audio(label="Take A"), gr.Audio(label="Take B")
+        figures = gr.Markdown()
+        reveal = gr.Button("Reveal which take is which")
+        revealed = gr.Markdown()
+        truth = gr.State([])
+        files = gr.File(label="Exports (wav + JSON sidecar)", file_count="multiple")
+        with gr.Accordion("Trust panel", open=True):
+            gr.Markdown(session.trust_markdown())
+
+        def preview(text):
+            parsed = session.preview(text)
+            rows = [[s.tag or "", s.instruct or "", s.text] for s in parsed.segments]
+            return rows, "\n".join(f"- {n}" for n in parsed.notes)
+
+        def run(text, audio, rtext, spk, desc, seed_value, pause_value, ab_on, blind_on,
+                progress=gr.Progress()):  # noqa: B008 (Gradio injects it by default)
+            voice = Voice(ref_audio=audio, ref_text=rtext or None, speaker=spk,
+                          description=desc)
+            progress(0, desc="rendering")
+            takes = session.render(text, voice, int(seed_value), float(pause_value),
+                                   ab=bool(ab_on))
+            labels = [t.label for t in takes]
+            if blind_on:
+                takes, labels = session.blind(takes, int(seed_value))
+            truth_value = [f"take {chr(65 + i)} is {label}" for i, label in enumerate(labels)]
+            if blind_on:
+                labels = [f"take {chr(65 + i)}" for i in range(len(takes))]
+            audio_out = [(t.render.sample_rate, t.render.wav) for t in takes] + [None]
+            lines = [f"**{label}:** {t.summary}" for label, t in zip(labels, takes,
+                                                                     strict=True)]
+            paths = [str(p) for t in takes for p in (t.wav_path, t.wav_path.with_suffix(".json"))]
+            return audio_out[0], audio_out[1], "\n\n".join(lines), paths, truth_value, ""
+
+        script.change(preview, script, [cut, notes])
+        app.load(preview, script, [cut, notes])
+        go.click(run, [script, ref_audio, ref_text, speaker, description, seed, pause, ab,
+                       blind], [player_a, player_b, figures, files, truth, revealed],
+                 api_name="render")
+        reveal.click(lambda t: "; ".join(t) or "nothing rendered yet", truth, revealed)
+    return app

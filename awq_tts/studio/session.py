@@ -1,0 +1,145 @@
+"""What the studio page holds and does, without the page: models, renders, the trust panel.
+
+``StudioSession`` loads the INT4 model (and, with a reference, its bf16 source) once and
+keeps them. When both would not fit ``budget_gb`` together (resident bytes, as loaded),
+the reference is loaded for each A/B render and released after, and ``memory_note`` says
+so. Every method is a plain Python call; ``app.py`` only wires them to widgets.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import provenance
+from ..runtime import load
+from ..validate.memory import model_bytes
+from .render import Render, Voice, render, save
+from .script import Script, parse
+
+
+@dataclass
+class Take:
+    """One rendered take: which model, the audio, its file and its figures."""
+
+    label: str
+    render: Render
+    wav_path: Path
+    peak_gib: float | None
+
+    @property
+    def summary(self) -> str:
+        r = self.render
+        rtf = r.seconds_wall / max(r.seconds_audio, 1e-9)
+        peak = "n/a" if self.peak_gib is None else f"{self.peak_gib:.2f} GiB"
+        return (f"{r.seconds_audio:.2f} s of audio in {r.seconds_wall:.2f} s (RTF {rtf:.2f}), "
+                f"peak memory {peak}")
+
+
+class StudioSession:
+    def __init__(self, model: str | Path, reference: str | Path | None = None,
+                 device: str = "auto", out_dir: str | Path = "studio-renders",
+                 budget_gb: float = 6.0) -> None:
+        self.model_path, self.reference_path = Path(model), reference
+        self.out_dir, self.device, self.budget_gb = Path(out_dir), device, budget_gb
+        self.int4 = load(self.model_path, device=device)
+        self.kind = self.int4.model.tts_model_type
+        self.reference = None
+        self.memory_note = ""
+        if reference is not None:
+            ref = load(reference, device=device)
+            total = (model_bytes(self.int4) + model_bytes(ref)) / 2**30
+            if total <= budget_gb:
+                self.reference = ref
+                self.memory_note = f"both models resident ({total:.2f} GiB of {budget_gb} GiB)"
+            else:
+                del ref
+                gc.collect()
+                self.memory_note = (f"both models need {total:.2f} GiB, over the "
+                                    f"{budget_gb} GiB budget: the bf16 reference is loaded "
+                                    f"for each A/B render and released after")
+
+    def speakers(self) -> list[str]:
+        return sorted(self.int4.model.get_supported_speakers() or [])
+
+    def preview(self, text: str) -> Script:
+        return parse(text)
+
+    def render(self, text: str, voice: Voice, seed: int = 0, pause: float = 0.3,
+               max_new_tokens: int = 2048, ab: bool = False) -> list[Take]:
+        """INT4 take (and, with ``ab`` and a reference, the bf16 take) of the same script."""
+        script = parse(text)
+        takes = [self._take("INT4", self.int4, script, voice, seed, pause, max_new_tokens)]
+        if ab and self.reference_path is not None:
+            ref = self.reference or load(self.reference_path, device=self.device)
+            takes.append(self._take("bf16", ref, script, voice, seed, pause, max_new_tokens))
+            if self.reference is None:
+                del ref
+                gc.collect()
+        return takes
+
+    @staticmethod
+    def blind(takes: list[Take], seed: int) -> tuple[list[Take], list[str]]:
+        """The takes in a seeded random order, and the labels to reveal afterwards."""
+        order = list(takes)
+        random.Random(seed).shuffle(order)
+        return order, [t.label for t in order]
+
+    def _take(self, label, tts, script, voice, seed, pause, max_new_tokens) -> Take:
+        cuda = str(tts.device).startswith("cuda")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(tts.device)
+        result = render(tts, script, voice, seed=seed, pause=pause,
+                        max_new_tokens=max_new_tokens)
+        peak = torch.cuda.max_memory_allocated(tts.device) / 2**30 if cuda else None
+        backend = getattr(tts, "awq_backend", "none")
+        path = save(result, self.out_dir, str(self.model_path if label == "INT4"
+                                                 else self.reference_path), backend, seed,
+                    name=f"{label.lower()}-{time.strftime('%H%M%S')}")
+        return Take(label, result, path, peak)
+
+    def trust(self) -> dict:
+        """Provenance summary and the last recorded validation verdict, if any."""
+        try:
+            record = provenance.load(self.model_path)
+        except Exception as exc:  # a folder without a record still renders
+            return {"error": str(exc)}
+        quant = record.get("quantization", {})
+        calibration = record.get("calibration", {})
+        validations = record.get("validations") or []
+        return {
+            "source": record.get("source", {}).get("id_or_path"),
+            "source_files_hashed": len(record.get("source", {}).get("files", {})),
+            "method": quant.get("method"), "group_size": quant.get("group_size"),
+            "loss_tokens": quant.get("loss_tokens"),
+            "calibration": {k: calibration.get(k) for k in ("name", "count", "tokens",
+                                                              "sha256")},
+            "blend": record.get("blend"),
+            "provenance_sha256": provenance.record_sha256(self.model_path),
+            "last_validation": validations[-1] if validations else None,
+        }
+
+    def trust_markdown(self) -> str:
+        info = self.trust()
+        if "error" in info:
+            return f"**No provenance:** {info['error']}"
+        lines = [f"**Source:** `{info['source']}` ({info['source_files_hashed']} files hashed)",
+                 f"**Method:** {info['method']}, group {info['group_size']}, "
+                 f"loss tokens {info['loss_tokens']}",
+                 f"**Calibration:** {json.dumps(info['calibration'])}",
+                 f"**Blend:** {json.dumps(info['blend'])}",
+                 f"**Provenance sha256:** `{info['provenance_sha256']}`"]
+        last = info["last_validation"]
+        if last is None:
+            lines.append("**Validation:** none recorded (run `awq-tts validate`)")
+        else:
+            checks = ", ".join(f"{k}: {v}" for k, v in sorted(last.get("checks", {}).items()))
+            lines.append(f"**Last validation: {str(last.get('verdict', '?')).upper()}** "
+                         f"(backend {last.get('backend')}) — {checks}")
+        return "\n\n".join(lines)
