@@ -155,5 +155,8 @@ def test_page_renders_over_http(session, tmp_path):
             audio, rate = soundfile.read(path)
             assert audio.size / rate > 0.2 and np.abs(audio).max() > 1e-3
         assert len(files) == 4
+        with pytest.raises(Exception, match="give a reference clip"):  # one line, no trace
+            client.predict("Hello.", None, "", None, "", 0, 0.3, False, False,
+                           api_name="/render")
     finally:
         app.close()

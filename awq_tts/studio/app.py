@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import UsageError
 from .render import Voice
 from .session import StudioSession
 
@@ -58,8 +59,11 @@ def build_app(session: StudioSession):
             voice = Voice(ref_audio=audio, ref_text=rtext or None, speaker=spk,
                           description=desc)
             progress(0, desc="rendering")
-            takes = session.render(text, voice, int(seed_value), float(pause_value),
-                                   ab=bool(ab_on))
+            try:
+                takes = session.render(text, voice, int(seed_value), float(pause_value),
+                                       ab=bool(ab_on))
+            except UsageError as exc:  # the user's mistake: one line on the page
+                raise gr.Error(str(exc)) from None
             labels = [t.label for t in takes]
             if blind_on:
                 takes, labels = session.blind(takes, int(seed_value))
