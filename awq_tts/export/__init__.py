@@ -18,9 +18,9 @@ from .. import provenance
 from ..errors import UsageError
 from ..output import atomic_output_dir
 from ..quantize import checkpoint
+from ..quantize.checkpoint import CheckpointTensors
 from ..quantize.packing import PackedLinear
 from ..quantize.source import read_json
-from ..validate.tensors import CheckpointTensors
 from . import compressed_tensors as ct
 
 FORMATS = ("compressed-tensors", "autoawq")

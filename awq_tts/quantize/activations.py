@@ -154,16 +154,19 @@ def capture_first_layer(
     return seen["hidden"].float().cpu(), seen["kwargs"]
 
 
-def float_kwargs(kwargs: dict) -> dict:
-    """Floating tensors (also inside tuples) converted to float32, others as they are."""
+def map_tensors(kwargs: dict, fn: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+    """``fn`` applied to every tensor of ``kwargs`` (also inside tuples), others as they are."""
     def conv(v):
         if isinstance(v, tuple):
             return tuple(conv(x) for x in v)
-        if isinstance(v, torch.Tensor) and v.is_floating_point():
-            return v.float()
-        return v
+        return fn(v) if isinstance(v, torch.Tensor) else v
 
     return {k: conv(v) for k, v in kwargs.items()}
+
+
+def float_kwargs(kwargs: dict) -> dict:
+    """Floating tensors (also inside tuples) converted to float32, others as they are."""
+    return map_tensors(kwargs, lambda t: t.float() if t.is_floating_point() else t)
 
 
 @dataclass
@@ -234,4 +237,4 @@ def record_linear_inputs(
 
 
 __all__ = ["Captured", "LayerInputs", "TokenRows", "capture_first_layer", "float_kwargs",
-           "record_linear_inputs"]
+           "map_tensors", "record_linear_inputs"]

@@ -96,8 +96,7 @@ def quantize(
         calibration = _calibrate(tts, prompts, calib_name, n_samples, max_seq_len, seed, device,
                                  batch_size, progress, ref_audio)
         calibrated = time.perf_counter()
-        result = _walk(tts.model, calibration, config, device, progress,
-                       src_info.weight_files())
+        result = _walk(tts.model, calibration, config, device, progress, src_info.path)
         walked = time.perf_counter()
         checkpoint.copy_non_weight_files(src_info.path, tmp,
                                          skip=(provenance.FILENAME, "config.json"))
@@ -136,9 +135,9 @@ def _calibrate(tts, prompts, name, n_samples, max_seq_len, seed, device, batch_s
 
 
 def _walk(model, calibration: CalibrationSet, config: QuantConfig, device: str,
-          progress: bool, files: list[Path]) -> WalkResult:
-    """Free the source model, then walk its layers one at a time from ``files``."""
-    loader = LayerLoader(files)
+          progress: bool, folder: Path) -> WalkResult:
+    """Free the source model, then walk its layers one at a time from ``folder``."""
+    loader = LayerLoader(folder)
     release_for_walk(model)
     embeds, mask = calibration.padded()
     n_layers = len(model.talker.model.layers)

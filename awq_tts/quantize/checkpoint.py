@@ -23,6 +23,28 @@ from .packing import PackedLinear
 _WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json")
 
 
+class CheckpointTensors:
+    """Which file holds each tensor, and the tensor on demand (never the whole checkpoint)."""
+
+    def __init__(self, folder: Path) -> None:
+        from .source import weight_files
+
+        self.where: dict[str, Path] = {}
+        for file in weight_files(folder):
+            with safe_open(str(file), framework="pt") as handle:
+                self.where.update({key: file for key in handle.keys()})
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.where
+
+    def __iter__(self):
+        return iter(self.where)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        with safe_open(str(self.where[key]), framework="pt") as handle:
+            return handle.get_tensor(key)
+
+
 def copy_non_weight_files(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
     """Copy everything except top-level weight files (and ``skip``) from src to dst."""
     for path in sorted(src.rglob("*")):

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
+from .checkpoint import CheckpointTensors
 from .mapping import QWEN3_TTS_TALKER, LayerMapping, get_module
 
 #: What the walk still runs after calibration (``capture_first_layer``'s forward up to
@@ -54,25 +54,15 @@ def _set(module: nn.Module, name: str, meta: torch.Tensor) -> None:
 class LayerLoader:
     """Loads decoder layer ``i``'s tensors from the source files, and frees them again."""
 
-    def __init__(self, files: list[Path], mapping: LayerMapping = QWEN3_TTS_TALKER) -> None:
+    def __init__(self, folder: Path, mapping: LayerMapping = QWEN3_TTS_TALKER) -> None:
         self.prefix = mapping.layers + "."
-        self.where: dict[str, Path] = {}
-        for file in files:
-            with safe_open(str(file), framework="pt") as handle:
-                for name in handle.keys():
-                    if name.startswith(self.prefix):
-                        self.where[name] = file
+        self.tensors = CheckpointTensors(folder)
 
     def load(self, index: int, layer: nn.Module) -> nn.Module:
         """Materialize ``layer`` (on the CPU, in the source dtype) from the checkpoint."""
         head = f"{self.prefix}{index}."
-        names = [n for n in self.where if n.startswith(head)]
-        state = {}
-        for file in sorted({self.where[n] for n in names}):
-            with safe_open(str(file), framework="pt") as handle:
-                for name in names:
-                    if self.where[name] == file:
-                        state[name[len(head):]] = handle.get_tensor(name)
+        state = {name[len(head):]: self.tensors[name]
+                 for name in self.tensors if name.startswith(head)}
         layer.to_empty(device="cpu")
         missing, unexpected = layer.load_state_dict(state, strict=False)
         params = {n for n, _ in layer.named_parameters()}

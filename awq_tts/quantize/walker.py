@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .activations import LayerInputs, capture_first_layer, float_kwargs
+from .activations import LayerInputs, capture_first_layer, float_kwargs, map_tensors
 from .layer import quantize_layer
 from .mapping import QWEN3_TTS_TALKER, LayerMapping, decoder_layers
 from .recipe import LOSS_TOKENS, LayerReport, QuantConfig, WalkResult
@@ -50,8 +50,8 @@ def walk(
                                          position_ids)
     batch_dims = dict(mapping.layer_kwargs)
     # The layer kwargs (mask, rope cos/sin) are the same for every layer: uploaded once.
-    inputs = LayerInputs(hidden, _to(float_kwargs(kwargs), device), mask.bool(), batch_dims,
-                         device, config.batch_size)
+    kwargs = map_tensors(float_kwargs(kwargs), lambda t: t.to(device))
+    inputs = LayerInputs(hidden, kwargs, mask.bool(), batch_dims, device, config.batch_size)
     inputs.hidden[~inputs.valid] = 0
     sample = draw(inputs.valid, config.loss_tokens, config.seed)
     result = WalkResult({}, {}, [], sample.tokens)
@@ -74,12 +74,3 @@ def walk(
         result.layers.append(report)
         yield report
     yield result
-
-
-def _to(kwargs: dict, device: torch.device) -> dict:
-    def move(v):
-        if isinstance(v, tuple):
-            return tuple(move(x) for x in v)
-        return v.to(device) if isinstance(v, torch.Tensor) else v
-
-    return {k: move(v) for k, v in kwargs.items()}

@@ -41,9 +41,9 @@ from pathlib import Path
 import torch
 
 from ..quantize import numerics
+from ..quantize.checkpoint import CheckpointTensors
 from ..quantize.mapping import QWEN3_TTS_TALKER, LayerMapping
 from ..quantize.packing import PackedLinear, dequantize_gemm
-from .tensors import CheckpointTensors
 from .thresholds import FAIL, PASS, Check
 
 LINEAR_FACTOR = 1.5

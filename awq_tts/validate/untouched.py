@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ..io import sha256_file
+from ..quantize.checkpoint import CheckpointTensors
 from ..quantize.mapping import QWEN3_TTS_TALKER, LayerMapping
-from .tensors import CheckpointTensors
 
 _PACKED_FIELDS = (".qweight", ".qzeros", ".scales")
 
