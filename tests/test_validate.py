@@ -72,6 +72,8 @@ def test_api_records_the_verdict_and_verify_still_passes(awq_copy, awq_report):
     entry = json.loads((awq_copy / "noesis_provenance.json").read_text())["validations"][-1]
     assert entry["verdict"] == "pass" and entry["backend"] == "int4pack"
     assert entry["checks"]["memory"] == "pass" and entry["skipped"] == {}
+    assert [row[0] for row in entry["table"]] == [c.name for c in awq_report.checks]
+    assert entry["layer_cosine"] == awq_report.metrics["teacher_forced"]["layer_cosine"]
     assert entry["report_sha256"] == hashlib.sha256(to_json(awq_report)).hexdigest()
     assert CliRunner().invoke(main, ["verify", str(awq_copy)]).exit_code == 0
 

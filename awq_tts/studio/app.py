@@ -19,13 +19,14 @@ def build_app(session: StudioSession):
                     f"{session.memory_note or 'INT4 model only'}")
         with gr.Row():
             with gr.Column(scale=3):
-                script = gr.Textbox(EXAMPLE, lines=6, label="Script ([Tag] text …)")
+                script = gr.Textbox(EXAMPLE, lines=6, label="Script ([Tag] text …)",
+                                    elem_id="script")
                 cut = gr.Dataframe(headers=["tag", "instruction", "text"], label="Segments",
                                    interactive=False)
                 notes = gr.Markdown()
             with gr.Column(scale=2):
                 ref_audio = gr.Audio(type="filepath", label="Reference clip (Base)",
-                                     visible=kind == "base")
+                                     visible=kind == "base", elem_id="ref-audio")
                 ref_text = gr.Textbox(label="Reference text (optional)",
                                       visible=kind == "base")
                 speakers = session.speakers()
@@ -38,16 +39,26 @@ def build_app(session: StudioSession):
                 ab = gr.Checkbox(session.reference_path is not None, label="A/B against bf16",
                                  interactive=session.reference_path is not None)
                 blind = gr.Checkbox(False, label="Blind (hide which is which)")
-        go = gr.Button("Render", variant="primary")
+        go = gr.Button("Render", variant="primary", elem_id="render")
         with gr.Row():
-            player_a, player_b = gr.Audio(label="Take A"), gr.Audio(label="Take B")
-        figures = gr.Markdown()
+            player_a = gr.Audio(label="Take A", elem_id="take-a")
+            player_b = gr.Audio(label="Take B", elem_id="take-b")
+        figures = gr.Markdown(elem_id="figures")
         reveal = gr.Button("Reveal which take is which")
         revealed = gr.Markdown()
         truth = gr.State([])
-        files = gr.File(label="Exports (wav + JSON sidecar)", file_count="multiple")
+        files = gr.File(label="Exports (wav + JSON sidecar)", file_count="multiple",
+                        elem_id="exports")
         with gr.Accordion("Trust panel", open=True):
-            gr.Markdown(session.trust_markdown())
+            gr.Markdown(session.trust_markdown(), elem_id="trust")
+            table = session.verdict_table()
+            if table:
+                gr.Dataframe(table, headers=["check", "value", "bound", "result"],
+                             label="Last verdict", interactive=False, elem_id="verdict-table")
+            figure = session.verdict_figure()
+            if figure is not None:
+                gr.Plot(figure, label="Last verdict: cosine per layer",
+                        elem_id="verdict-plot")
 
         def preview(text):
             parsed = session.preview(text)

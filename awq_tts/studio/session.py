@@ -143,3 +143,27 @@ class StudioSession:
             lines.append(f"**Last validation: {str(last.get('verdict', '?')).upper()}** "
                          f"(backend {last.get('backend')}) — {checks}")
         return "\n\n".join(lines)
+
+    def verdict_table(self) -> list[list[str]]:
+        """The last verdict's check table (check, value, bound, result); empty if none."""
+        last = self.trust().get("last_validation") or {}
+        return [list(map(str, row)) for row in last.get("table", [])]
+
+    def verdict_figure(self):
+        """The last verdict's hidden-state cosine per talker layer (matplotlib), or None."""
+        cosine = (self.trust().get("last_validation") or {}).get("layer_cosine")
+        if not cosine:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.plot(range(len(cosine)), cosine, marker="o")
+        ax.set(title="INT4 vs bf16: hidden-state cosine per talker layer",
+               xlabel="talker layer", ylabel="cosine")
+        fig.tight_layout()
+        return fig

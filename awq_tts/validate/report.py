@@ -116,6 +116,9 @@ def write_outputs(report, json_path: Path | None, markdown_path: Path | None,
 def append_to_provenance(folder: Path, report, report_sha256: str) -> bool:
     """Record the verdict in the INT4 folder's provenance (False if it has none).
 
+    The entry keeps the check table and the per-layer cosine curve, so that a reader of
+    the folder alone (the studio's trust panel) can show the verdict's table and plot.
+
     The one owner of the record: ``validate_awq_quality`` calls it, so the Python API and
     the CLI write the same entry. The file is replaced atomically.
     """
@@ -129,6 +132,10 @@ def append_to_provenance(folder: Path, report, report_sha256: str) -> bool:
         "skipped": report.skipped,
         "strict": report.strict,
         "checks": {c.name: c.status for c in report.checks},
+        "table": [[c.name, _fmt(c.value), f"{c.op} {_fmt(c.bound)}", c.status]
+                  for c in report.checks],
+        "layer_cosine": [float(v) for v in
+                         report.metrics.get("teacher_forced", {}).get("layer_cosine", [])],
         "backend": (report.metrics.get("runtime") or {}).get("backend"),
         "device": (report.metrics.get("runtime") or {}).get("device"),
         "reference": report.reference,
