@@ -109,8 +109,11 @@ def test_session_ab_blind_and_trust(session, tiny_trained, tiny_trained_awq, tmp
 
     assert session.reference is not None and "both models resident" in session.memory_note
     voice = Voice(ref_audio=synthetic_reference(seconds=1.0))
+    steps = []
     takes = session.render("[Calm] Hello there. [Excited] Bye now!", voice, seed=3,
-                           max_new_tokens=40, ab=True)
+                           max_new_tokens=40, ab=True,
+                           on_progress=lambda *step: steps.append(step))
+    assert steps == [("INT4", 1, 2), ("INT4", 2, 2), ("bf16", 1, 2), ("bf16", 2, 2)]
     assert [t.label for t in takes] == ["INT4", "bf16"]
     for take in takes:
         assert take.render.seconds_audio > 0.2 and np.abs(take.render.wav).max() > 1e-3

@@ -70,9 +70,13 @@ def build_app(session: StudioSession):
             voice = Voice(ref_audio=audio, ref_text=rtext or None, speaker=spk,
                           description=desc)
             progress(0, desc="rendering")
+
+            def step(label: str, i: int, n: int) -> None:
+                progress(i / n, desc=f"{label}: segment {i} of {n}")
+
             try:
                 takes = session.render(text, voice, int(seed_value), float(pause_value),
-                                       ab=bool(ab_on))
+                                       ab=bool(ab_on), on_progress=step)
             except UsageError as exc:  # the user's mistake: one line on the page
                 raise gr.Error(str(exc)) from None
             labels = [t.label for t in takes]

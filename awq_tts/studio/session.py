@@ -12,6 +12,7 @@ import gc
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,13 +73,18 @@ class StudioSession:
         return parse(text)
 
     def render(self, text: str, voice: Voice, seed: int = 0, pause: float = 0.3,
-               max_new_tokens: int = 2048, ab: bool = False) -> list[Take]:
-        """INT4 take (and, with ``ab`` and a reference, the bf16 take) of the same script."""
+               max_new_tokens: int = 2048, ab: bool = False,
+               on_progress: Callable[[str, int, int], None] | None = None) -> list[Take]:
+        """INT4 take (and, with ``ab`` and a reference, the bf16 take) of the same script.
+
+        ``on_progress(label, i, n)`` is called after segment i of n of each take.
+        """
         script = parse(text)
-        takes = [self._take("INT4", self.int4, script, voice, seed, pause, max_new_tokens)]
+        common = (script, voice, seed, pause, max_new_tokens, on_progress)
+        takes = [self._take("INT4", self.int4, *common)]
         if ab and self.reference_path is not None:
             ref = self.reference or load(self.reference_path, device=self.device)
-            takes.append(self._take("bf16", ref, script, voice, seed, pause, max_new_tokens))
+            takes.append(self._take("bf16", ref, *common))
             if self.reference is None:
                 del ref
                 gc.collect()
@@ -91,12 +97,14 @@ class StudioSession:
         random.Random(seed).shuffle(order)
         return order, [t.label for t in order]
 
-    def _take(self, label, tts, script, voice, seed, pause, max_new_tokens) -> Take:
+    def _take(self, label, tts, script, voice, seed, pause, max_new_tokens,
+              on_progress) -> Take:
         cuda = str(tts.device).startswith("cuda")
         if cuda:
             torch.cuda.reset_peak_memory_stats(tts.device)
+        step = None if on_progress is None else (lambda i, n: on_progress(label, i, n))
         result = render(tts, script, voice, seed=seed, pause=pause,
-                        max_new_tokens=max_new_tokens)
+                        max_new_tokens=max_new_tokens, on_segment=step)
         peak = torch.cuda.max_memory_allocated(tts.device) / 2**30 if cuda else None
         backend = getattr(tts, "awq_backend", "none")
         path = save(result, self.out_dir, str(self.model_path if label == "INT4"
