@@ -9,7 +9,7 @@ import pytest
 
 from awq_tts.errors import UsageError
 from awq_tts.runtime import load
-from awq_tts.studio import Voice, parse, render, save
+from awq_tts.studio import DELIVERIES, Voice, from_rows, parse, render, save, to_rows
 from awq_tts.synth import synthetic_reference
 
 
@@ -56,6 +56,17 @@ def test_unknown_tags_pass_through_and_are_reported():
     script = parse("[Like a pirate] Ahoy!")
     assert script.segments[0].instruct == "Like a pirate" and not script.segments[0].known
     assert "not a known delivery" in script.notes[0]
+
+
+def test_edited_rows_round_trip_and_rules():
+    script = parse("Intro. [Calm] Hello. [Like a pirate] Ahoy!")
+    assert from_rows(to_rows(script)).segments == script.segments
+    edited = from_rows([["Calm", "", "Hello."], ["Calm", "Speak slowly.", "Bye."],
+                        ["", "", "  "], ["Sad", "Speak sadly, slowly and quietly.", "Oh."]])
+    assert [(s.tag, s.instruct, s.known) for s in edited.segments] == [
+        ("Calm", DELIVERIES["calm"], True), ("Calm", "Speak slowly.", False),
+        ("Sad", DELIVERIES["sad"], True)]
+    assert edited.notes == ["row 3 has no text and was dropped"]
 
 
 def test_voice_design_render_joins_segments_with_pauses(tiny_voice_design, tmp_path):
@@ -129,6 +140,9 @@ def test_session_ab_blind_and_trust(session, tiny_trained, tiny_trained_awq, tmp
     assert len(tight.render("Hello.", voice, max_new_tokens=10, ab=True)) == 2
 
 
+TABLE = {"headers": ["tag", "instruction", "text"], "data": []}
+
+
 def test_page_renders_over_http(session, tmp_path):
     """The Gradio page served on a loopback port, driven through its HTTP API."""
     import socket
@@ -151,15 +165,15 @@ def test_page_renders_over_http(session, tmp_path):
         soundfile.write(clip, wav, sr)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         a, b, figures, files = client.predict(
-            "[Calm] Hello there. [Excited] Bye now!", handle_file(str(clip)), "", None, "",
-            3, 0.3, True, False, api_name="/render")[:4]  # (the state is not sent)
+            "[Calm] Hello there. [Excited] Bye now!", TABLE, handle_file(str(clip)), "", None,
+            "", 3, 0.3, True, False, api_name="/render")[:4]  # (the states are not sent)
         assert "INT4" in figures and "bf16" in figures
         for path in (a, b):
             audio, rate = soundfile.read(path)
             assert audio.size / rate > 0.2 and np.abs(audio).max() > 1e-3
         assert len(files) == 4
         with pytest.raises(Exception, match="give a reference clip"):  # one line, no trace
-            client.predict("Hello.", None, "", None, "", 0, 0.3, False, False,
+            client.predict("Hello.", TABLE, None, "", None, "", 0, 0.3, False, False,
                            api_name="/render")
     finally:
         app.close()

@@ -2,7 +2,8 @@
 
 The page is served on a free loopback port over the tiny trained INT4 model (validated, so the
 trust panel has a verdict) and its bf16 source. The test uploads a clip, types a two-tag
-script, renders A/B and reads back what a user would hear and download. Skipped, with the
+script, edits one segment in the cut, renders A/B and reads back what a user would hear and
+download. Skipped, with the
 reason, where Playwright or chromium is missing (``make test`` installs both where it can).
 """
 
@@ -70,6 +71,13 @@ def test_two_tag_script_renders_in_chromium(studio_url, tmp_path):
             page.locator("#ref-audio input[type=file]").set_input_files(str(clip))
             page.wait_for_selector("#ref-audio a[download][href*='me.wav']", timeout=30_000)
             page.fill("#script textarea", SCRIPT)
+            cell = page.locator("#segments [data-testid=cell-1-2]")  # row 2, text column
+            cell.filter(has_text="Bye now!").wait_for(timeout=30_000)
+            cell.dblclick()  # edit one segment in the cut: the render must follow the table
+            page.keyboard.press("Control+A")
+            page.keyboard.type("See you later!")
+            page.keyboard.press("Enter")
+            cell.filter(has_text="See you later!").wait_for(timeout=10_000)
             page.click("#render")
             takes = []
             for player in ("#take-a", "#take-b"):
@@ -93,6 +101,7 @@ def test_two_tag_script_renders_in_chromium(studio_url, tmp_path):
     assert len(wavs) == 2 and all(w.with_suffix(".json").is_file() for w in wavs)
     assert all(w.name in exports.replace("\n", "") for w in wavs)
     sidecar = json.loads(wavs[0].with_suffix(".json").read_text())
-    assert [s["tag"] for s in sidecar["segments"]] == ["Calm", "Excited"]
+    assert [(s["tag"], s["text"]) for s in sidecar["segments"]] == [
+        ("Calm", "Hello there."), ("Excited", "See you later!")]
     assert "Last validation: PASS" in trust
     assert "kl_mean" in table and "eos_prob_ratio" in table and plotted > 0

@@ -5,6 +5,7 @@ can do.
 """
 
 from .render import Render, Voice, render, save
-from .script import DELIVERIES, Script, Segment, parse
+from .script import DELIVERIES, Script, Segment, from_rows, parse, to_rows
 
-__all__ = ["DELIVERIES", "Render", "Script", "Segment", "Voice", "parse", "render", "save"]
+__all__ = ["DELIVERIES", "Render", "Script", "Segment", "Voice", "from_rows", "parse", "render",
+           "save", "to_rows"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from .render import Voice
+from .script import from_rows, parse, to_rows
 from .session import StudioSession
 
 EXAMPLE = "[Calm] Welcome to the studio. [Excited] This is the INT4 model speaking!"
@@ -21,8 +22,10 @@ def build_app(session: StudioSession):
             with gr.Column(scale=3):
                 script = gr.Textbox(EXAMPLE, lines=6, label="Script ([Tag] text …)",
                                     elem_id="script")
-                cut = gr.Dataframe(headers=["tag", "instruction", "text"], label="Segments",
-                                   interactive=False)
+                cut = gr.Dataframe(headers=["tag", "instruction", "text"], type="array",
+                                   label="Segments (edit a cell to adjust one segment; "
+                                         "editing the script re-cuts it)",
+                                   interactive=True, elem_id="segments")
                 notes = gr.Markdown()
             with gr.Column(scale=2):
                 ref_audio = gr.Audio(type="filepath", label="Reference clip (Base)",
@@ -46,7 +49,7 @@ def build_app(session: StudioSession):
         figures = gr.Markdown(elem_id="figures")
         reveal = gr.Button("Reveal which take is which")
         revealed = gr.Markdown()
-        truth = gr.State([])
+        truth, previewed = gr.State([]), gr.State([])
         files = gr.File(label="Exports (wav + JSON sidecar)", file_count="multiple",
                         elem_id="exports")
         with gr.Accordion("Trust panel", open=True):
@@ -62,11 +65,11 @@ def build_app(session: StudioSession):
 
         def preview(text):
             parsed = session.preview(text)
-            rows = [[s.tag or "", s.instruct or "", s.text] for s in parsed.segments]
-            return rows, "\n".join(f"- {n}" for n in parsed.notes)
+            rows = to_rows(parsed)
+            return rows, "\n".join(f"- {n}" for n in parsed.notes), rows
 
-        def run(text, audio, rtext, spk, desc, seed_value, pause_value, ab_on, blind_on,
-                progress=gr.Progress()):  # noqa: B008 (Gradio injects it by default)
+        def run(text, table, cut_rows, audio, rtext, spk, desc, seed_value, pause_value, ab_on,
+                blind_on, progress=gr.Progress()):  # noqa: B008 (Gradio injects it by default)
             voice = Voice(ref_audio=audio, ref_text=rtext or None, speaker=spk,
                           description=desc)
             progress(0, desc="rendering")
@@ -74,8 +77,12 @@ def build_app(session: StudioSession):
             def step(label: str, i: int, n: int) -> None:
                 progress(i / n, desc=f"{label}: segment {i} of {n}")
 
+            # The table renders when it is the cut of the current script (maybe edited);
+            # a table left behind by a newer script is stale, and the script renders.
+            fresh = cut_rows == to_rows(parse(text)) and table
+            chosen = from_rows(table) if fresh else text
             try:
-                takes = session.render(text, voice, int(seed_value), float(pause_value),
+                takes = session.render(chosen, voice, int(seed_value), float(pause_value),
                                        ab=bool(ab_on), on_progress=step)
             except UsageError as exc:  # the user's mistake: one line on the page
                 raise gr.Error(str(exc)) from None
@@ -91,10 +98,10 @@ def build_app(session: StudioSession):
             paths = [str(p) for t in takes for p in (t.wav_path, t.wav_path.with_suffix(".json"))]
             return audio_out[0], audio_out[1], "\n\n".join(lines), paths, truth_value, ""
 
-        script.change(preview, script, [cut, notes])
-        app.load(preview, script, [cut, notes])
-        go.click(run, [script, ref_audio, ref_text, speaker, description, seed, pause, ab,
-                       blind], [player_a, player_b, figures, files, truth, revealed],
+        script.change(preview, script, [cut, notes, previewed])
+        app.load(preview, script, [cut, notes, previewed])
+        go.click(run, [script, cut, previewed, ref_audio, ref_text, speaker, description, seed,
+                       pause, ab, blind], [player_a, player_b, figures, files, truth, revealed],
                  api_name="render")
         reveal.click(lambda t: "; ".join(t) or "nothing rendered yet", truth, revealed)
     return app

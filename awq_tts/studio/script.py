@@ -79,6 +79,31 @@ def parse(script: str) -> Script:
     return Script(segments, notes)
 
 
+def to_rows(script: Script) -> list[list[str]]:
+    """The segments as editable rows: tag, instruction, text (empty strings for none)."""
+    return [[s.tag or "", s.instruct or "", s.text] for s in script.segments]
+
+
+def from_rows(rows: list[list[str]]) -> Script:
+    """A script from edited rows (tag, instruction, text): what the studio's table renders.
+
+    An empty instruction under a known tag takes the tag's delivery; an instruction that is
+    not the tag's delivery counts as free-form. Rows without words are dropped and reported.
+    """
+    segments, notes = [], []
+    for number, row in enumerate(rows, 1):
+        tag, instruct, text = ([str(v or "").strip() for v in row] + ["", "", ""])[:3]
+        text = " ".join(text.split())
+        if not _has_words(text):
+            notes.append(f"row {number} has no text and was dropped")
+            continue
+        delivery = DELIVERIES.get(tag.lower()) if tag else None
+        instruct = instruct or delivery or tag or ""
+        segments.append(Segment(text, tag or None, instruct or None,
+                                instruct == (delivery or "")))
+    return Script(segments, notes)
+
+
 def _valid(name: str | None) -> str | None:
     if name is None:
         return None

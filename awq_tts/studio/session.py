@@ -72,14 +72,15 @@ class StudioSession:
     def preview(self, text: str) -> Script:
         return parse(text)
 
-    def render(self, text: str, voice: Voice, seed: int = 0, pause: float = 0.3,
+    def render(self, text: str | Script, voice: Voice, seed: int = 0, pause: float = 0.3,
                max_new_tokens: int = 2048, ab: bool = False,
                on_progress: Callable[[str, int, int], None] | None = None) -> list[Take]:
-        """INT4 take (and, with ``ab`` and a reference, the bf16 take) of the same script.
+        """INT4 take (and, with ``ab`` and a reference, the bf16 take) of the same script
+        (tagged text, or a ``Script`` such as the page's edited segment table).
 
         ``on_progress(label, i, n)`` is called after segment i of n of each take.
         """
-        script = parse(text)
+        script = parse(text) if isinstance(text, str) else text
         common = (script, voice, seed, pause, max_new_tokens, on_progress)
         takes = [self._take("INT4", self.int4, *common)]
         if ab and self.reference_path is not None:
