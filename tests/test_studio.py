@@ -98,11 +98,15 @@ def test_base_render_builds_the_clone_prompt_once(tiny_base, monkeypatch):
     assert all(row["instruct"] is None for row in result.segments)
 
 
-def test_render_refusals(tiny_base, tiny_custom_voice):
+def test_render_refusals(tiny_base, tiny_custom_voice, tmp_path):
     with pytest.raises(UsageError, match="no text"):
         render(load(tiny_base), parse("[Happy]"), Voice())
     with pytest.raises(UsageError, match="reference clip"):
         render(load(tiny_base), parse("Hello."), Voice())
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    with pytest.raises(UsageError, match="cannot read reference audio .*notes.wav"):
+        render(load(tiny_base), parse("Hello."), Voice(ref_audio=str(bad)))
     with pytest.raises(UsageError, match="unknown speaker"):
         render(load(tiny_custom_voice), parse("Hello."), Voice(speaker="nobody"))
 

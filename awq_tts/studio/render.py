@@ -26,6 +26,7 @@ import torch
 
 from .._qwen import quiet_generation
 from ..errors import UsageError
+from ..io import require_readable_audio
 from ..output import atomic_output_file
 from .script import Script
 
@@ -92,6 +93,9 @@ def _speaker(tts, kind: str, voice: Voice):
     if kind == "base":
         if voice.ref_audio is None:
             raise UsageError("a Base model clones a voice: give a reference clip")
+        if isinstance(voice.ref_audio, str | Path):  # the same refusal as `synthesize`
+            require_readable_audio(voice.ref_audio,
+                                   f"cannot read reference audio {voice.ref_audio}")
         prompt = tts.create_voice_clone_prompt(ref_audio=voice.ref_audio,
                                                ref_text=voice.ref_text,
                                                x_vector_only_mode=voice.ref_text is None)
