@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import provenance
 from .errors import UsageError
+from .format import provenance
 
 console = Console()
 
@@ -40,13 +40,13 @@ def print_quantize_summary(summary) -> None:
 
 def print_provenance(folder: Path) -> None:
     """Print the record; a record missing or mistyping a field is a one-line UsageError."""
-    record = provenance.load(folder)
+    record = provenance.Provenance.read(folder).record
     try:
         _print_record(folder, record)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UsageError(f"{folder}/{provenance.FILENAME} is damaged: field {exc} is missing "
                          f"or has the wrong type") from None
-    console.print(f"provenance sha256: {provenance.record_sha256(folder)}", soft_wrap=True)
+    console.print(f"provenance sha256: {provenance.Provenance.read(folder).sha256}", soft_wrap=True)
 
 
 def _print_record(folder: Path, record: dict) -> None:
@@ -79,12 +79,10 @@ def _print_record(folder: Path, record: dict) -> None:
 
 
 def print_prompt_set(name: str, prompts: list) -> None:
-    import hashlib
-    import json
+    from .calibration.prompts import prompt_set_sha256
 
     counts = Counter(p.language for p in prompts)
     lengths = [len(p.text) for p in prompts]
-    doc = json.dumps([[p.text, p.language] for p in prompts], ensure_ascii=False).encode()
     console.print(f"prompt set {name}: {len(prompts)} prompts", soft_wrap=True)
     table = Table(title="prompts per language")
     table.add_column("language")
@@ -94,5 +92,7 @@ def print_prompt_set(name: str, prompts: list) -> None:
     console.print(table)
     console.print(f"characters per prompt: min {min(lengths)}, "
                   f"median {statistics.median(lengths):.0f}, max {max(lengths)}")
-    console.print(f"sha256 of the prompt texts: {hashlib.sha256(doc).hexdigest()}",
+    digest = prompt_set_sha256([(p.text, p.language) for p in prompts])
+    console.print(f"sha256 of the prompt set: {digest} (a calibration records it as "
+                  f"prompts_sha256)",
                   soft_wrap=True)

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._qwen import quiet_generation
 from .errors import UsageError
 from .io import require_readable_audio
+from .models import adapter_of
+from .models.qwen3_tts import NEUTRAL_DESIGN
 from .output import atomic_output_file
 
 SAMPLE_RATE = 24000
@@ -63,36 +64,22 @@ def speak(
     """Synthesize ``text`` with a loaded ``qwen_tts.Qwen3TTSModel``, whatever its type."""
     if not text.strip():
         raise UsageError("the text to speak is empty; pass --text or a non-empty --text-file")
-    kind = model.model.tts_model_type
+    adapter = adapter_of(model)
+    kind = adapter.variant(model)
+    if kind == "base":
+        clip = ref_audio if ref_audio is not None else synthetic_reference(seed=seed)
+        voice = {"ref_audio": clip, "ref_text": ref_text}
+    elif kind == "custom_voice":
+        speakers = adapter.speakers(model)
+        voice = {"speaker": speaker or (speakers[0] if speakers else None), "instruct": instruct}
+    else:
+        voice = {"instruct": instruct or NEUTRAL_DESIGN}
     torch.manual_seed(seed)
     start = time.perf_counter()
-    common = dict(text=text, language=language, **generate_kwargs)
-    with quiet_generation():
-        wavs, sr = _generate(model, kind, common, ref_audio, ref_text, speaker, instruct, seed)
+    wavs, sr = adapter.generate(model, [text], [language], [voice], **generate_kwargs)
     wall = time.perf_counter() - start
     wav = np.asarray(wavs[0], dtype=np.float32)
     return SpeechResult(wav, int(sr), wav.size / float(sr), wall)
-
-
-def _generate(model, kind: str, common: dict, ref_audio, ref_text, speaker, instruct, seed):
-    if kind == "base":
-        ref = ref_audio if ref_audio is not None else synthetic_reference(seed=seed)
-        wavs, sr = model.generate_voice_clone(
-            ref_audio=ref, ref_text=ref_text, x_vector_only_mode=ref_text is None, **common
-        )
-    elif kind == "custom_voice":
-        speakers = sorted(model.get_supported_speakers() or [])
-        chosen = speaker or (speakers[0] if speakers else None)
-        if chosen is None or chosen.lower() not in speakers:
-            raise UsageError(f"unknown speaker {speaker!r}; this model has: {', '.join(speakers)}")
-        wavs, sr = model.generate_custom_voice(speaker=chosen, instruct=instruct, **common)
-    elif kind == "voice_design":
-        wavs, sr = model.generate_voice_design(
-            instruct=instruct or "A clear, neutral voice.", **common
-        )
-    else:
-        raise UsageError(f"unsupported tts_model_type {kind!r} in the checkpoint's config.json")
-    return wavs, sr
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？;；])\s+|(?<=[。！？；])")

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from memory import full_shape_pair  # noqa: E402
 
 from awq_tts.devices import resolve_device  # noqa: E402
-from awq_tts.quantize import numerics  # noqa: E402
-from awq_tts.quantize.packing import pack_gemm  # noqa: E402
+from awq_tts.format.packing import pack_gemm  # noqa: E402
+from awq_tts.quantizer import numerics  # noqa: E402
 from awq_tts.runtime import Int4Linear, available_backends, load  # noqa: E402
 from awq_tts.runtime.backends import BACKENDS  # noqa: E402
 

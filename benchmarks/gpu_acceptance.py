@@ -143,7 +143,7 @@ def stage_speak_one(args) -> dict:
     """One model (``--model bf16`` or a backend name) in this fresh process."""
     import torch
 
-    from awq_tts._qwen import qwen_tts
+    from awq_tts.models.qwen3_tts.package import qwen_tts
     from awq_tts.runtime import load
     from awq_tts.synth import speak
 

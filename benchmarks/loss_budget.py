@@ -8,7 +8,7 @@ yardstick — the quantized layer's output error over *every* calibration token:
 * ``layer``: one talker decoder layer at the real 1.7B shapes with random inputs that have
   outlier channels (the same layer as ``quantize_layer.py``), once per N.
 
-The default budget (``awq_tts.quantize.recipe.LOSS_TOKENS``) is chosen where the error is
+The default budget (``awq_tts.quantizer.recipe.LOSS_TOKENS``) is chosen where the error is
 within 1 % of the all-tokens error on both. Writes a table and
 ``benchmarks/results/loss_budget.json``.
 
@@ -28,13 +28,13 @@ from pathlib import Path
 
 import torch
 
-from awq_tts._qwen import qwen_tts
 from awq_tts.calibration.builder import build_calibration
 from awq_tts.calibration.prompts import load_prompts
-from awq_tts.quantize.activations import LayerInputs
-from awq_tts.quantize.mapping import QWEN3_TTS_TALKER
-from awq_tts.quantize.recipe import LOSS_TOKENS, QuantConfig, WalkResult
-from awq_tts.quantize.walker import quantize_layer, walk
+from awq_tts.models.mapping import QWEN3_TTS_TALKER
+from awq_tts.models.qwen3_tts.package import qwen_tts
+from awq_tts.quantizer.activations import LayerInputs
+from awq_tts.quantizer.recipe import LOSS_TOKENS, QuantConfig, WalkResult
+from awq_tts.quantizer.walker import quantize_layer, walk
 from awq_tts.testing.trained import make_trained_checkpoint
 
 
@@ -80,8 +80,8 @@ def layer_rows(budgets: list[int | None], samples: int, tokens: int) -> list[dic
     for budget in budgets:
         work = copy.deepcopy(layer)
         start = time.perf_counter()
-        _, out = quantize_layer(work, 0, "layer", inputs(), QuantConfig(loss_tokens=budget),
-                                     QWEN3_TTS_TALKER, torch.bfloat16, WalkResult({}, {}, []))
+        out = quantize_layer(work, inputs(), QuantConfig(loss_tokens=budget),
+                             QWEN3_TTS_TALKER, torch.bfloat16).output
         rows.append({"budget": budget, "tokens": samples * tokens,
                      "seconds": time.perf_counter() - start,
                      "output_error": float((out - reference).pow(2).mean())})

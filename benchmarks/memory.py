@@ -27,11 +27,12 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from awq_tts.format import checkpoint
+from awq_tts.format.packing import pack_gemm
+from awq_tts.format.source import weight_files
 from awq_tts.output import atomic_output_dir
-from awq_tts.quantize import checkpoint, numerics
-from awq_tts.quantize.packing import pack_gemm
-from awq_tts.quantize.source import weight_files
-from awq_tts.quantize.walker import QuantConfig
+from awq_tts.quantizer import numerics
+from awq_tts.quantizer.walker import QuantConfig
 from awq_tts.testing import make_tiny_checkpoint
 
 COMPONENTS = (

@@ -65,10 +65,10 @@ def layer_slope(device: str, seqs: int) -> dict:
     sys.path.insert(0, str(HERE))
     from quantize_layer import build_layer, layer_inputs
 
-    from awq_tts.quantize.activations import LayerInputs
-    from awq_tts.quantize.mapping import QWEN3_TTS_TALKER
-    from awq_tts.quantize.recipe import QuantConfig, WalkResult
-    from awq_tts.quantize.walker import quantize_layer
+    from awq_tts.models.mapping import QWEN3_TTS_TALKER
+    from awq_tts.quantizer.activations import LayerInputs
+    from awq_tts.quantizer.recipe import QuantConfig
+    from awq_tts.quantizer.walker import quantize_layer
 
     layer, rotary, cfg = build_layer(0)
     rows = []
@@ -81,8 +81,7 @@ def layer_slope(device: str, seqs: int) -> dict:
                              DEFAULT_BATCH)
         work = copy.deepcopy(layer).to(device)
         start = time.perf_counter()
-        quantize_layer(work, 0, "layer", inputs, QuantConfig(), QWEN3_TTS_TALKER,
-                       torch.bfloat16, WalkResult({}, {}, []))
+        quantize_layer(work, inputs, QuantConfig(), QWEN3_TTS_TALKER, torch.bfloat16)
         rows.append({"tokens": n * DEFAULT_LEN, "seconds": time.perf_counter() - start})
     slope = (rows[1]["seconds"] - rows[0]["seconds"]) / (rows[1]["tokens"] - rows[0]["tokens"])
     return {"runs": rows, "seconds_per_token": slope}

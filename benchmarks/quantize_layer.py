@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 from awq_tts._compat import awq_module, awq_quantizer, wqlinear_gemm
-from awq_tts._qwen import qwen_tts
-from awq_tts.quantize import numerics
-from awq_tts.quantize.activations import LayerInputs
-from awq_tts.quantize.mapping import QWEN3_TTS_TALKER
-from awq_tts.quantize.packing import pack_gemm
-from awq_tts.quantize.walker import QuantConfig, WalkResult, quantize_layer
+from awq_tts.format.packing import pack_gemm
+from awq_tts.models.mapping import QWEN3_TTS_TALKER
+from awq_tts.models.qwen3_tts.package import qwen_tts
+from awq_tts.quantizer import numerics
+from awq_tts.quantizer.activations import LayerInputs
+from awq_tts.quantizer.walker import QuantConfig, quantize_layer
 from awq_tts.testing import configs
 
 
@@ -81,8 +81,8 @@ def run_ours(layer, x, kwargs, reference):
     inputs = LayerInputs(x.clone(), kwargs, torch.ones(x.shape[:2], dtype=torch.bool),
                          dict(QWEN3_TTS_TALKER.layer_kwargs), torch.device("cpu"), 8)
     start = time.perf_counter()
-    report, _ = quantize_layer(work, 0, "layer", inputs, QuantConfig(), QWEN3_TTS_TALKER,
-                               torch.bfloat16, WalkResult({}, {}, []))
+    report = quantize_layer(work, inputs, QuantConfig(), QWEN3_TTS_TALKER,
+                            torch.bfloat16).report
     seconds = time.perf_counter() - start
     return seconds, output_error(work, reference, x, kwargs), report.rtn_error
 

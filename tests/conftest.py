@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from awq_tts._qwen import qwen_tts
+from awq_tts.models.qwen3_tts.package import qwen_tts
 from awq_tts.testing import make_tiny_checkpoint
 from awq_tts.testing.configs import TINY
 

@@ -8,8 +8,8 @@ import torch
 from conftest import GREEDY
 
 from awq_tts.errors import UsageError
-from awq_tts.quantize import numerics
-from awq_tts.quantize.packing import pack_gemm
+from awq_tts.format.packing import pack_gemm
+from awq_tts.quantizer import numerics
 from awq_tts.runtime import Int4Linear, available_backends, backend_of, load
 from awq_tts.runtime.backends import BACKENDS, get_backend
 

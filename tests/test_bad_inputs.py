@@ -72,7 +72,7 @@ CHECKPOINT_DAMAGE = [
     (_bad_index, "is not valid JSON"),
     (_index_without_map, "no valid weight_map"),
     (_only_pickle, "safetensors only"),
-    (_plain_llm, "not Qwen3-TTS"),
+    (_plain_llm, "model_type 'qwen3' is not supported; awq-tts knows qwen3_tts"),
 ]
 
 

@@ -39,6 +39,8 @@ def _build(tts, prompts, seed=1729, n=4, max_seq_len=40):
 
 def test_sequences_hold_codec_steps_and_respect_max_len(base_tts):
     cal = _build(base_tts, builtin_prompts())
+    shown = CliRunner().invoke(main, ["calib", "show", "--n-samples", "4"]).output
+    assert cal.describe()["prompts_sha256"] in shown.replace("\n", "")  # one prompt-set hash
     hidden = base_tts.model.talker.config.hidden_size
     assert len(cal.sequences) == 4
     for seq, record in zip(cal.sequences, cal.records, strict=True):

@@ -28,7 +28,7 @@ def ct_folder(tiny_trained_awq, tmp_path_factory):
 
 
 def _stock(folder, dtype):
-    from awq_tts._qwen import qwen_tts
+    from awq_tts.models.qwen3_tts.package import qwen_tts
 
     return qwen_tts().Qwen3TTSModel.from_pretrained(str(folder), dtype=dtype)
 

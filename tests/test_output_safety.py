@@ -122,7 +122,7 @@ def test_verdict_not_recordable_keeps_the_exit_code(tiny_trained, tiny_trained_a
 
 _KILLED_WRITER = """
 import sys, time
-from awq_tts.quantize import checkpoint
+from awq_tts.format import checkpoint
 real = checkpoint.write_weights
 def slow(files, dst, *a, **k):
     (dst / "model.safetensors").write_bytes(b"half")

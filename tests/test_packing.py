@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from awq_tts._compat import wqlinear_gemm
-from awq_tts.quantize import numerics
-from awq_tts.quantize.packing import (
+from awq_tts.format.packing import (
     dequantize_gemm,
     pack_gemm,
     pack_int4,
     unpack_gemm,
     unpack_int4,
 )
+from awq_tts.quantizer import numerics
 
 
 def _quantized(out_f: int, in_f: int, seed: int, group: int = 128):

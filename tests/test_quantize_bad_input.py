@@ -90,7 +90,7 @@ def test_existing_output(tiny_base, tmp_path):
 
 
 def test_interrupted_run_leaves_nothing(tiny_base, tmp_path, monkeypatch):
-    from awq_tts.quantize import checkpoint
+    from awq_tts.format import checkpoint
 
     def boom(*_args, **_kwargs):
         raise KeyboardInterrupt

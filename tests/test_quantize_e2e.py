@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from awq_tts import quantize
 from awq_tts.cli import main
+from awq_tts.format.provenance import FILENAME
 from awq_tts.io import sha256_file
-from awq_tts.provenance import FILENAME
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FOLDABLE_NORMS = ("input_layernorm.weight", "post_attention_layernorm.weight")

@@ -11,10 +11,10 @@ import torch
 from conftest import FAST
 
 from awq_tts import quantize
-from awq_tts.quantize import walker
-from awq_tts.quantize.activations import LayerInputs, record_linear_inputs
-from awq_tts.quantize.sample import draw
-from awq_tts.quantize.source import require_finite
+from awq_tts.format.source import require_finite
+from awq_tts.quantizer import walker
+from awq_tts.quantizer.activations import LayerInputs, record_linear_inputs
+from awq_tts.quantizer.sample import draw
 
 
 def _ragged_mask(seed: int = 0) -> torch.Tensor:
@@ -93,10 +93,10 @@ def test_one_decoder_layer_resident_during_the_walk(tiny_base, tmp_path, monkeyp
     seen: list[int] = []
     original = walker.quantize_layer
 
-    def counting(layer, index, *args, **kwargs):
+    def counting(layer, *args, **kwargs):
         model_layers = counting.layers
         seen.append(sum(not next(lay.parameters()).is_meta for lay in model_layers))
-        return original(layer, index, *args, **kwargs)
+        return original(layer, *args, **kwargs)
 
     real_walk = walker.walk
 
@@ -107,7 +107,7 @@ def test_one_decoder_layer_resident_during_the_walk(tiny_base, tmp_path, monkeyp
         yield from real_walk(model, *args, **kwargs)
 
     monkeypatch.setattr(walker, "quantize_layer", counting)
-    monkeypatch.setattr(sys.modules["awq_tts.quantize.api"], "walk", spying_walk)
+    monkeypatch.setattr(sys.modules["awq_tts.quantizer.api"], "walk", spying_walk)
     quantize(tiny_base, tmp_path / "out", **FAST)
     assert len(seen) >= 2 and seen == [1] * len(seen)
 
@@ -125,7 +125,7 @@ def test_batched_calibration_stops_each_prompt_where_it_stops_alone(tiny_trained
     """Greedy rollouts of the trained model: a batch of prompts of different lengths ends
     each one at the frame it ends alone, and the code predictor skips stopped rows."""
     from awq_tts.calibration import build_calibration, builtin_prompts
-    from awq_tts.calibration.capture import record_talker
+    from awq_tts.models.qwen3_tts.patches import record_talker
     from awq_tts.runtime import load
     from awq_tts.synth import synthetic_reference
 

@@ -127,7 +127,7 @@ def test_int4_speaks_on_cuda(tiny_base_awq, ref_clip):
 @pytest.mark.gpu
 def test_stock_qwen_tts_loading_through_transformers_awq(tiny_base_awq):
     import awq_tts  # noqa: F401  (patches AutoAWQ's import for transformers)
-    from awq_tts._qwen import qwen_tts
+    from awq_tts.models.qwen3_tts.package import qwen_tts
 
     tts = qwen_tts().Qwen3TTSModel.from_pretrained(str(tiny_base_awq), device_map="cuda:0")
     linear = tts.model.talker.model.layers[0].self_attn.q_proj
@@ -138,8 +138,8 @@ def test_sharded_int4_output_loads(tiny_base, tiny_base_awq, tmp_path):
     """The writer cuts shards at a size limit, writes an index, and the loader follows it."""
     from safetensors.torch import load_file
 
-    from awq_tts.quantize import checkpoint
-    from awq_tts.quantize.packing import PackedLinear
+    from awq_tts.format import checkpoint
+    from awq_tts.format.packing import PackedLinear
 
     int4 = load_file(str(tiny_base_awq / "model.safetensors"))
     packed = {k[: -len(".qweight")]: PackedLinear(int4[k], int4[k[:-8] + ".qzeros"],

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from awq_tts.quantize import numerics
-from awq_tts.quantize.mapping import (
+from awq_tts.models.mapping import (
     QWEN3_TTS_TALKER,
     LayerMapping,
     MappingError,
@@ -15,7 +14,8 @@ from awq_tts.quantize.mapping import (
     quantized_linears,
     resolve_groups,
 )
-from awq_tts.quantize.search import search_clip, search_scales
+from awq_tts.quantizer import numerics
+from awq_tts.quantizer.search import search_clip, search_scales
 
 
 def _outlier_problem(seed: int = 0):
@@ -69,7 +69,7 @@ def test_clip_search_never_increases_groupwise_error():
 
 
 def _talker_layer(kv_heads: int):
-    from awq_tts._qwen import qwen_tts
+    from awq_tts.models.qwen3_tts.package import qwen_tts
 
     qwen_tts()
     from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSTalkerConfig

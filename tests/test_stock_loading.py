@@ -18,7 +18,7 @@ from awq_tts.runtime import Int4Linear, load
 
 
 def test_models_deep_copy_after_import(tiny_custom_voice):
-    from awq_tts._qwen import qwen_tts
+    from awq_tts.models.qwen3_tts.package import qwen_tts
 
     tts = qwen_tts().Qwen3TTSModel.from_pretrained(str(tiny_custom_voice))
     clone = copy.deepcopy(tts.model)

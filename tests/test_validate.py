@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from conftest import FAST, GREEDY
 
 from awq_tts import quantize
-from awq_tts.calibration.capture import record_talker
 from awq_tts.calibration.prompts import builtin_prompts
 from awq_tts.cli import main
+from awq_tts.models.qwen3_tts.patches import record_talker
 from awq_tts.runtime import load
 from awq_tts.synth import synthetic_reference
 from awq_tts.testing.trained import expected_frames

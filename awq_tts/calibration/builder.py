@@ -15,28 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .._qwen import quiet_generation
 from ..errors import UsageError
-from ..synth import synthetic_reference
-from .capture import record_talker
-from .prompts import Prompt
-from .teacher_forcing import capture_prompt, teacher_forced_sequence
+from ..models import adapter_of
+from .prompts import Prompt, prompt_set_sha256
+from .teacher_forcing import teacher_forced_sequence
 
 DEFAULT_SEED = 1729
-#: Voice descriptions cycled over prompts for VoiceDesign models.
-DESIGN_INSTRUCTIONS = (
-    "A warm, calm female voice, speaking slowly.",
-    "An energetic young man, fast and cheerful.",
-    "A deep, serious male narrator.",
-    "A soft, whispering voice full of emotion.",
-)
-#: Fundamental frequencies of the synthetic reference voices used for Base models.
-REFERENCE_PITCHES = (110.0, 140.0, 190.0, 230.0)
 
 
 @dataclass
@@ -66,6 +54,8 @@ class CalibrationSet:
             "batch_size": self.batch_size,
             "tokens": sum(lengths),
             "sha256": self.sha256(),
+            "prompts_sha256": prompt_set_sha256([(r["text"], r["language"])
+                                                 for r in self.records]),
         }
 
     def padded(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +109,7 @@ def build_calibration(
         bar.update(1)
     for batch in batches:
         torch.manual_seed(seed + batch[0])
-        with record_talker(tts) as record:
+        with adapter_of(tts).record_talker(tts) as record:
             _speak(tts, [chosen[i] for i in batch], [conditioning[i] for i in batch],
                    max_new_tokens=max_seq_len, do_sample=not greedy)
         for i, seq, codes in zip(batch, record.sequences(), record.codes, strict=True):
@@ -148,53 +138,21 @@ def expected_length(prompt: Prompt) -> int:
 
 
 def _conditioning(tts, index: int, prompt: Prompt, default_ref: str | None = None) -> dict:
-    kind = tts.model.tts_model_type
-    if kind == "base":
-        ref = prompt.ref_audio or default_ref
-        if ref:
-            return {"label": f"ref:{Path(ref).name}", "ref_audio": ref,
-                    "ref_text": prompt.ref_text if prompt.ref_audio else None}
-        pitch_index = index % len(REFERENCE_PITCHES)
-        clip = synthetic_reference(seconds=1.5, seed=pitch_index,
-                                   pitch=REFERENCE_PITCHES[pitch_index])
-        return {"label": f"synthetic:{pitch_index}", "ref_audio": clip, "ref_text": None}
-    if kind == "custom_voice":
-        speakers = sorted(tts.model.get_supported_speakers())
-        speaker = speakers[index % len(speakers)]
-        return {"label": f"speaker:{speaker}", "speaker": speaker}
-    instruct = DESIGN_INSTRUCTIONS[index % len(DESIGN_INSTRUCTIONS)]
-    return {"label": f"instruct:{instruct}", "instruct": instruct}
+    ref = prompt.ref_audio or default_ref
+    return adapter_of(tts).default_voice(tts, index, ref,
+                                         prompt.ref_text if prompt.ref_audio else None)
 
 
 def _teacher_forced(tts, prompt: Prompt, cond: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The talker inputs for speaking the codec codes of ``prompt.audio``."""
     codes = tts.model.speech_tokenizer.encode(prompt.audio).audio_codes[0].long().cpu()
-    talker_prompt = capture_prompt(tts, lambda: _speak(tts, [prompt], [cond], 1))
+    talker_prompt = adapter_of(tts).capture_prompt(tts, lambda: _speak(tts, [prompt], [cond], 1))
     return teacher_forced_sequence(tts.model.talker, talker_prompt, codes), codes
 
 
 def _speak(tts, batch: list[Prompt], conditioning: list[dict], max_new_tokens: int,
            do_sample: bool = True) -> None:
-    texts = [p.text for p in batch]
     languages = [p.language if p.language != "auto" else "Auto" for p in batch]
-    common = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
-                  subtalker_dosample=do_sample)
-    with quiet_generation():
-        _dispatch(tts, texts, languages, conditioning, common)
-
-
-def _dispatch(tts, texts: list[str], languages: list[str], conditioning: list[dict],
-              common: dict) -> None:
-    kind = tts.model.tts_model_type
-    if kind == "base":
-        refs = [c["ref_audio"] for c in conditioning]
-        ref_texts = [c["ref_text"] for c in conditioning]
-        xvec = [t is None for t in ref_texts]
-        tts.generate_voice_clone(text=texts, language=languages, ref_audio=refs,
-                                 ref_text=ref_texts, x_vector_only_mode=xvec, **common)
-    elif kind == "custom_voice":
-        tts.generate_custom_voice(text=texts, language=languages,
-                                  speaker=[c["speaker"] for c in conditioning], **common)
-    else:
-        tts.generate_voice_design(text=texts, language=languages,
-                                  instruct=[c["instruct"] for c in conditioning], **common)
+    adapter_of(tts).generate(tts, [p.text for p in batch], languages, conditioning,
+                             max_new_tokens=max_new_tokens, do_sample=do_sample,
+                             subtalker_dosample=do_sample)

@@ -36,6 +36,18 @@ class Prompt:
     audio: str | None = None
 
 
+def prompt_set_sha256(pairs: list[tuple[str, str]]) -> str:
+    """The one hash of a prompt set: its (text, language) pairs in order.
+
+    ``awq-tts prompts`` prints it for a set, and a calibration records it for the prompts
+    it used (``calibration.prompts_sha256`` in the provenance), so the two can be matched.
+    """
+    import hashlib
+
+    doc = json.dumps([[text, language] for text, language in pairs], ensure_ascii=False)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
 def builtin_prompts(name: str = "builtin") -> list[Prompt]:
     """The shipped prompt set ``builtin`` (128, calibration) or ``heldout`` (validation)."""
     if name not in BUILTIN:

@@ -1,55 +1,18 @@
 """Talker inputs for *given* codec codes (teacher forcing), built from qwen-tts's own prompt.
 
-``capture_prompt`` runs one of qwen-tts's ``generate_*`` calls and stops it the moment the
-talker would start decoding, keeping what qwen-tts prepared: the prompt embeddings, the
-text it streams in one step at a time, and the padding embedding used after the text.
+``capture_prompt`` (in ``models/qwen3_tts/patches.py``) runs one of qwen-tts's
+``generate_*`` calls and stops it the moment the talker would start decoding, keeping
+what qwen-tts prepared: the prompt embeddings, the text it streams in one step at a time,
+and the padding embedding used after the text.
 ``teacher_forced_sequence`` then appends one input per codec frame exactly as the talker
 builds it while decoding: the sum of the frame's 16 code embeddings plus that step's text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 
-
-class _Stop(Exception):
-    pass
-
-
-@dataclass
-class TalkerPrompt:
-    prefix: torch.Tensor
-    trailing: torch.Tensor
-    pad: torch.Tensor
-
-
-@torch.no_grad()
-def capture_prompt(tts, speak: Callable[[], object]) -> TalkerPrompt:
-    """Run ``speak()`` (one prompt) until the talker would decode; return its inputs."""
-    captured: dict = {}
-
-    def stop(**kwargs):
-        captured.update(kwargs)
-        raise _Stop
-
-    tts.model.talker.generate = stop
-    try:
-        speak()
-    except _Stop:
-        pass
-    finally:
-        del tts.model.talker.generate
-    if not captured:
-        raise RuntimeError("qwen-tts never reached the talker")
-    mask = captured["attention_mask"][0].bool()
-    return TalkerPrompt(
-        prefix=captured["inputs_embeds"][0][mask].float().cpu(),
-        trailing=captured["trailing_text_hidden"][0].float().cpu(),
-        pad=captured["tts_pad_embed"].reshape(-1).float().cpu(),
-    )
+from ..models.qwen3_tts.patches import TalkerPrompt
 
 
 def codec_embedding_sum(talker, codes: torch.Tensor) -> torch.Tensor:

@@ -20,9 +20,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import UsageError
+from ..format.checkpoint import copy_non_weight_files
+from ..format.source import Source, resolve, weight_files
 from ..output import atomic_output_dir
-from ..quantize.checkpoint import copy_non_weight_files
-from ..quantize.source import Source, resolve, weight_files
 
 BLEND_FILE = "noesis_blend.json"
 PROJECTIONS = ("gate_proj", "up_proj", "down_proj")

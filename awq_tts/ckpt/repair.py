@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 
 from ..errors import UsageError
+from ..format.source import has_speech_tokenizer, read_json, resolve
 from ..io import hash_tree, sha256_file
 from ..output import atomic_output_dir, check_writable, output_lock, remove_debris
-from ..quantize.source import has_speech_tokenizer, read_json, resolve
 
 REPAIR_FILE = "noesis_repair.json"
 PROCESSOR_FILES = (

@@ -13,7 +13,7 @@ import click
 
 from .. import __version__
 from ..errors import UsageError
-from ..quantize.recipe import LOSS_TOKENS
+from ..quantizer.recipe import LOSS_TOKENS
 from .common import BACKEND_HELP, DEVICE_HELP, friendly
 from .interop import export
 from .studio import studio
@@ -159,7 +159,7 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
 def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, revision,
              ref_audio, batch_size, method, loss_tokens, force) -> None:
     """Quantize the talker of SRC (folder or hub id) to AWQ INT4 and write a checkpoint."""
-    from ..quantize import quantize as run
+    from ..quantizer import quantize as run
     from ..report import print_quantize_summary
 
     summary = run(src, out, group_size=group_size, n_samples=n_samples, max_seq_len=max_seq_len,
@@ -192,17 +192,17 @@ def verify(folder: Path, expect: str | None) -> None:
     it later with --expect. (`validate` appends its verdict to the record, which changes
     that sha256: publish it after validating.)
     """
-    from ..provenance import record_sha256
-    from ..provenance import verify as check
+    from ..format.provenance import Provenance
 
-    problems = check(folder, expect)
+    record = Provenance.read(folder)
+    problems = record.verify(expect)
     for problem in problems:
         click.echo(problem)
     if problems:
         click.echo(f"FAILED: {len(problems)} problem(s) in {folder}", err=True)
         sys.exit(1)
     click.echo(f"OK: every file of {folder} matches its recorded sha256")
-    click.echo(f"provenance sha256: {record_sha256(folder)}")
+    click.echo(f"provenance sha256: {record.sha256}")
 
 
 @main.group()

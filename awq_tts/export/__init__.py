@@ -14,13 +14,12 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import provenance
 from ..errors import UsageError
+from ..format import checkpoint, provenance
+from ..format.checkpoint import CheckpointTensors
+from ..format.packing import PackedLinear
+from ..format.source import read_json
 from ..output import atomic_output_dir
-from ..quantize import checkpoint
-from ..quantize.checkpoint import CheckpointTensors
-from ..quantize.packing import PackedLinear
-from ..quantize.source import read_json
 from . import compressed_tensors as ct
 
 FORMATS = ("compressed-tensors", "autoawq")
@@ -48,15 +47,16 @@ def export(int4_dir: str | Path, out: str | Path, format: str = "compressed-tens
                                 ct.quantization_config(group, ct.untouched_linears(src)))
         tensors = CheckpointTensors(src)
         checkpoint.write_tensors(_converted(tensors, packed, pack), tmp)
-        record = provenance.load(src)
+        origin = provenance.Provenance.read(src)
+        record = dict(origin.record)
         record["export"] = {
             "format": "compressed-tensors/pack-quantized",
             "from": str(src.resolve()),
-            "from_provenance_sha256": provenance.record_sha256(src),
+            "from_provenance_sha256": origin.sha256,
             "compressed_tensors": ct.PINNED,
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        provenance.write(tmp, record)
+        provenance.Provenance.create(tmp, record)
     return out
 
 
@@ -70,7 +70,7 @@ def _check_int4(src: Path) -> list[str]:
     if quant.get("quant_method") != "awq" or quant.get("version") != "gemm":
         raise UsageError(f"{src} is not an AWQ GEMM INT4 folder (its config.json has no AWQ "
                          f"quantization_config); run `awq-tts quantize` first")
-    problems = provenance.verify(src)
+    problems = provenance.Provenance.read(src).verify()
     if problems:
         raise UsageError(f"{src} changed since it was written ({problems[0]}); export only "
                          f"a folder that `awq-tts verify` accepts")

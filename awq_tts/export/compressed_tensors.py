@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
-from ..quantize.packing import PackedLinear, unpack_gemm
+from ..format.packing import PackedLinear, unpack_gemm
 
 #: The compressed-tensors release this converter is tested against (see the module doc).
 PINNED = "0.14.0.1"
@@ -86,7 +86,7 @@ def quantization_config(group_size: int, ignore: list[str]) -> dict:
 
 def untouched_linears(folder: Path) -> list[str]:
     """Every ``nn.Linear`` of the model outside the talker decoder layers (built on meta)."""
-    from .._qwen import qwen_tts
+    from ..models.qwen3_tts.package import qwen_tts
 
     qwen_tts()
     from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSConfig

@@ -1,7 +1,7 @@
 """``Int4Linear``: an AWQ GEMM-packed linear whose matmul is run by a chosen backend.
 
 The module's state dict is AutoAWQ's ``WQLinear_GEMM`` (``qweight``, ``qzeros``, ``scales``,
-optional ``bias``; see ``awq_tts.quantize.packing``), so checkpoints are interchangeable.
+optional ``bias``; see ``awq_tts.format.packing``), so checkpoints are interchangeable.
 What runs the matmul is a backend (``awq_tts.runtime.backends``), prepared once by
 :meth:`Int4Linear.use_backend` for the device the layer lives on: torch's int4 kernel,
 AutoAWQ's GEMM, or exact dequantization (the default until a backend is chosen, and the
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..quantize.packing import PackedLinear, dequantize_gemm
+from ..format.packing import PackedLinear, dequantize_gemm
 from .backends import BACKENDS, Backend
 
 

@@ -11,21 +11,19 @@ qwen-tts unchanged, so the same call serves the bf16 reference.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
-from .._qwen import qwen_tts
 from ..devices import resolve_device
 from ..errors import UsageError
-from ..quantize.source import (
-    require_qwen3_tts,
+from ..format.source import (
     require_speech_tokenizer,
     resolve,
     weight_files,
 )
+from ..models import adapter_for
 from .backends import get_backend
 from .int4_linear import Int4Linear
 from .prepare import prepare_for_inference
@@ -42,51 +40,31 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     """
     device = resolve_device(device)
     source = resolve(str(path))
-    require_qwen3_tts(source.config, str(path))
+    adapter = adapter_for(source.config.get("model_type"), path)
     files = weight_files(source.path)
     require_speech_tokenizer(source.path)
     if backend != "auto":
         get_backend(backend, device)
-    package = qwen_tts()
     qconfig = source.config.get("quantization_config")
     if qconfig is None:
-        tts = package.Qwen3TTSModel.from_pretrained(str(source.path), device_map=device,
-                                                    dtype=dtype)
+        tts = adapter.from_pretrained(source.path, device_map=device, dtype=dtype)
         tts.awq_backend = "none"
         return tts
-    tts = _load_int4(package, source.path, files, qconfig, device, dtype)
+    tts = _load_int4(adapter, source.path, files, qconfig, device, dtype)
     tts.awq_backend = prepare_for_inference(tts.model, backend, dtype)
     return tts
 
 
-def _load_int4(package, path: Path, files: list[Path], qconfig: dict, device: str,
+def _load_int4(adapter, path: Path, files: list[Path], qconfig: dict, device: str,
                dtype: torch.dtype):
-    from accelerate import init_empty_weights
-    from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
-    from qwen_tts.inference.qwen3_tts_tokenizer import Qwen3TTSTokenizer
-    from transformers import AutoProcessor
-
     if qconfig.get("quant_method") != "awq" or qconfig.get("version") != "gemm":
         raise UsageError(f"{path}: unsupported quantization_config {qconfig}; "
                          f"awq-tts loads AWQ GEMM checkpoints")
-    config = Qwen3TTSConfig.from_pretrained(str(path))
-    del config.quantization_config
-    config._attn_implementation = "sdpa"
-    with init_empty_weights():
-        model = Qwen3TTSForConditionalGeneration(config)
+    model = adapter.empty_model(path)
     packed = _packed_modules(files)
     _swap_int4_modules(model, packed, int(qconfig["group_size"]))
     _load_into_place(model, files, set(packed), device, dtype)
-    model.eval()
-    model.load_speech_tokenizer(
-        Qwen3TTSTokenizer.from_pretrained(str(path / "speech_tokenizer"), device_map=device,
-                                          dtype=dtype)
-    )
-    generation = path / "generation_config.json"
-    model.load_generate_config(json.loads(generation.read_text()) if generation.is_file() else {})
-    processor = AutoProcessor.from_pretrained(str(path), fix_mistral_regex=True)
-    return package.Qwen3TTSModel(model=model, processor=processor,
-                                 generate_defaults=model.generate_config)
+    return adapter.assemble(model, path, device, dtype)
 
 
 def _packed_modules(files: list[Path]) -> list[str]:

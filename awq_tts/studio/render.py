@@ -24,9 +24,9 @@ import numpy as np
 import soundfile
 import torch
 
-from .._qwen import quiet_generation
 from ..errors import UsageError
 from ..io import require_readable_audio
+from ..models import adapter_of
 from ..output import atomic_output_file
 from .script import Script
 
@@ -66,8 +66,7 @@ def render(tts, script: Script, voice: Voice, language: str = "Auto", seed: int 
     parts, rows, rate = [], [], 24000
     for i, segment in enumerate(script.segments):
         torch.manual_seed(seed + i)
-        with quiet_generation():
-            wavs, rate = speak(segment.text, language, segment.instruct, max_new_tokens)
+        wavs, rate = speak(segment.text, language, segment.instruct, max_new_tokens)
         wav = np.asarray(wavs[0], dtype=np.float32)
         if parts and pause > 0:
             parts.append(np.zeros(int(pause * rate), dtype=np.float32))
@@ -90,29 +89,28 @@ def _instruct(kind: str, voice: Voice, delivery: str | None) -> str | None:
 
 def _speaker(tts, kind: str, voice: Voice):
     """A function (text, language, delivery, max_new_tokens) → (wavs, sr) for this voice."""
+    adapter = adapter_of(tts)
     if kind == "base":
         if voice.ref_audio is None:
             raise UsageError("a Base model clones a voice: give a reference clip")
         if isinstance(voice.ref_audio, str | Path):  # the same refusal as `synthesize`
             require_readable_audio(voice.ref_audio,
                                    f"cannot read reference audio {voice.ref_audio}")
-        prompt = tts.create_voice_clone_prompt(ref_audio=voice.ref_audio,
-                                               ref_text=voice.ref_text,
-                                               x_vector_only_mode=voice.ref_text is None)
-        return lambda text, lang, _d, n: tts.generate_voice_clone(
-            text=text, language=lang, voice_clone_prompt=prompt, max_new_tokens=n)
+        fixed = adapter.clone_once(tts, {"ref_audio": voice.ref_audio,
+                                         "ref_text": voice.ref_text})
+        return lambda text, lang, _d, n: adapter.generate(tts, [text], [lang], [fixed],
+                                                          max_new_tokens=n)
     if kind == "custom_voice":
-        speakers = sorted(tts.model.get_supported_speakers() or [])
+        speakers = adapter.speakers(tts)
         chosen = (voice.speaker or (speakers[0] if speakers else "")).lower()
         if chosen not in speakers:
             raise UsageError(f"unknown speaker {voice.speaker!r}; this model has: "
                              f"{', '.join(speakers)}")
-        return lambda text, lang, d, n: tts.generate_custom_voice(
-            text=text, language=lang, speaker=chosen, instruct=d, max_new_tokens=n)
-    if kind == "voice_design":
-        return lambda text, lang, d, n: tts.generate_voice_design(
-            text=text, language=lang, instruct=_instruct(kind, voice, d), max_new_tokens=n)
-    raise UsageError(f"unsupported tts_model_type {kind!r} in the checkpoint's config.json")
+        return lambda text, lang, d, n: adapter.generate(
+            tts, [text], [lang], [{"speaker": chosen, "instruct": d}], max_new_tokens=n)
+    adapter.variant(tts)  # refuses an unknown variant
+    return lambda text, lang, d, n: adapter.generate(
+        tts, [text], [lang], [{"instruct": _instruct(kind, voice, d)}], max_new_tokens=n)
 
 
 def save(result: Render, folder: str | Path, model: str, backend: str, seed: int,

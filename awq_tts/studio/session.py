@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .. import provenance
+from ..format import provenance
 from ..runtime import load
 from ..validate.memory import model_bytes
 from .render import Render, Voice, render, save
@@ -116,7 +116,8 @@ class StudioSession:
     def trust(self) -> dict:
         """Provenance summary and the last recorded validation verdict, if any."""
         try:
-            record = provenance.load(self.model_path)
+            held = provenance.Provenance.read(self.model_path)
+            record = held.record
         except Exception as exc:  # a folder without a record still renders
             return {"error": str(exc)}
         quant = record.get("quantization", {})
@@ -130,7 +131,7 @@ class StudioSession:
             "calibration": {k: calibration.get(k) for k in ("name", "count", "tokens",
                                                               "sha256")},
             "blend": record.get("blend"),
-            "provenance_sha256": provenance.record_sha256(self.model_path),
+            "provenance_sha256": held.sha256,
             "last_validation": validations[-1] if validations else None,
         }
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .._qwen import qwen_tts
+from ..models.qwen3_tts.package import qwen_tts
 
 _DTYPE = torch.bfloat16
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .._qwen import qwen_tts
+from ..models.qwen3_tts.package import qwen_tts
 from ..output import atomic_output_dir
 from . import configs
 from .text_tokenizer import build_text_tokenizer

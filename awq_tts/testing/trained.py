@@ -29,13 +29,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .._qwen import qwen_tts
 from ..calibration.prompts import builtin_prompts
-from ..calibration.teacher_forcing import (
-    TalkerPrompt,
-    capture_prompt,
-    teacher_forced_sequence,
-)
+from ..calibration.teacher_forcing import teacher_forced_sequence
+from ..models.qwen3_tts.package import qwen_tts
+from ..models.qwen3_tts.patches import TalkerPrompt, capture_prompt
 from ..output import atomic_output_dir
 from ..synth import synthetic_reference
 from .tiny import make_tiny_checkpoint

@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import provenance
 from ..calibration.prompts import load_prompts
 from ..devices import resolve_device
 from ..errors import UsageError
+from ..format import provenance
+from ..format.source import resolve
 from ..io import require_readable_audio
-from ..quantize.source import resolve
 from ..runtime import load
 from ..runtime.backends import get_backend
 from ..synth import synthetic_reference
@@ -68,9 +68,9 @@ class ValidationReport:
 def resolve_reference(quant: Path, reference: str | None) -> str:
     if reference:
         return reference
-    if not (quant / provenance.FILENAME).is_file():
+    if not provenance.Provenance.exists(quant):
         raise UsageError(f"{quant} records no source model; pass --reference SRC")
-    source = provenance.load(quant).get("source")
+    source = provenance.Provenance.read(quant).record.get("source")
     spec = source.get("id_or_path") if isinstance(source, dict) else None
     if not isinstance(spec, str):
         raise UsageError(f"{quant}/{provenance.FILENAME} names no source model; pass "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..models import adapter_of
+
 
 def log_mel(wav: np.ndarray, sample_rate: int = 24000) -> torch.Tensor:
     """``[n_mels, frames]`` natural-log mel spectrogram (qwen-tts's own 128-band mel)."""
@@ -27,8 +29,8 @@ def log_mel_distance(a: np.ndarray, b: np.ndarray) -> float | None:
 @torch.no_grad()
 def speaker_similarity(tts, wav: np.ndarray, reference: torch.Tensor) -> float | None:
     """Cosine between the speaker embedding of ``wav`` and the reference embedding."""
-    if tts.model.speaker_encoder is None or len(wav) < 4096:
+    emb = adapter_of(tts).speaker_embedding(tts, wav)
+    if emb is None:
         return None
-    emb = tts.model.extract_speaker_embedding(np.asarray(wav, dtype=np.float32), 24000)
     return float(torch.nn.functional.cosine_similarity(emb.float().flatten(),
                                                        reference.float().flatten(), dim=0))

@@ -40,10 +40,10 @@ from pathlib import Path
 
 import torch
 
-from ..quantize import numerics
-from ..quantize.checkpoint import CheckpointTensors
-from ..quantize.mapping import QWEN3_TTS_TALKER, LayerMapping
-from ..quantize.packing import PackedLinear, dequantize_gemm
+from ..format.checkpoint import CheckpointTensors
+from ..format.packing import PackedLinear, dequantize_gemm
+from ..models.mapping import QWEN3_TTS_TALKER, LayerMapping
+from ..quantizer import numerics
 from .thresholds import FAIL, PASS, Check
 
 LINEAR_FACTOR = 1.5

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..quantize import numerics
-from ..quantize.mapping import QWEN3_TTS_TALKER
+from ..models.mapping import QWEN3_TTS_TALKER
+from ..quantizer import numerics
 from ..runtime import load
 from . import teacher
 

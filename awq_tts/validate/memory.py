@@ -55,7 +55,7 @@ from awq_tts.validate.memory import reset_peak_rss, rss_kib
 
 path, backend, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
 torch.set_num_threads(int(sys.argv[4]))
-from awq_tts._qwen import qwen_tts  # imports count as baseline, not as the model
+from awq_tts.models.qwen3_tts.package import qwen_tts  # imports count as baseline, not as the model
 qwen_tts()
 from qwen_tts.inference.qwen3_tts_tokenizer import Qwen3TTSTokenizer  # noqa
 from transformers import AutoProcessor  # noqa

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .. import provenance
+from ..format import provenance
 from ..output import atomic_output_file
 
 _MARKS = {"pass": "[green]pass[/green]", "fail": "[bold red]FAIL[/bold red]",
@@ -122,11 +122,9 @@ def append_to_provenance(folder: Path, report, report_sha256: str) -> bool:
     The one owner of the record: ``validate_awq_quality`` calls it, so the Python API and
     the CLI write the same entry. The file is replaced atomically.
     """
-    path = folder / provenance.FILENAME
-    if not path.is_file():
+    if not provenance.Provenance.exists(folder):
         return False
-    record = provenance.load(folder)
-    record.setdefault("validations", []).append({
+    provenance.Provenance.read(folder).append("validations", {
         "verdict": "pass" if report.passed else "fail",
         "failed": report.failed,
         "skipped": report.skipped,
@@ -142,7 +140,4 @@ def append_to_provenance(folder: Path, report, report_sha256: str) -> bool:
         "report_sha256": report_sha256,
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
     })
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return True

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .._qwen import quiet_generation
-from ..calibration.capture import record_talker
 from ..calibration.prompts import Prompt
+from ..models import adapter_of
 
 #: A rollout may run to RUNAWAY_FACTOR × bf16's frames + RUNAWAY_SLACK before it is cut.
 RUNAWAY_FACTOR, RUNAWAY_SLACK = 2, 25
@@ -63,7 +62,7 @@ def speak(tts, prompts: list[Prompt], voice: dict, greedy: bool, seed: int,
         batch = prompts[first:first + batch_size]
         batch_caps = limits[first:first + batch_size]
         torch.manual_seed(seed + first)
-        with record_talker(tts) as record, quiet_generation():
+        with adapter_of(tts).record_talker(tts) as record:
             _generate(tts, batch, voice, greedy, max(batch_caps))
         for seq, c, cap in zip(record.sequences(), record.codes, batch_caps, strict=True):
             done = int(c.shape[0]) < cap
@@ -79,39 +78,18 @@ def speak(tts, prompts: list[Prompt], voice: dict, greedy: bool, seed: int,
 
 
 def _generate(tts, batch: list[Prompt], voice: dict, greedy: bool, max_new_tokens: int):
-    texts = [p.text for p in batch]
     languages = [p.language if p.language != "auto" else "Auto" for p in batch]
-    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=not greedy,
-                  subtalker_dosample=not greedy)
-    kind = tts.model.tts_model_type
-    if kind == "base":
-        tts.generate_voice_clone(text=texts, language=languages,
-                                 voice_clone_prompt=voice["clone_prompt"] * len(texts), **kwargs)
-    elif kind == "custom_voice":
-        tts.generate_custom_voice(text=texts, language=languages,
-                                  speaker=[voice["speaker"]] * len(texts), **kwargs)
-    else:
-        tts.generate_voice_design(text=texts, language=languages,
-                                  instruct=[voice["instruct"]] * len(texts), **kwargs)
+    adapter_of(tts).generate(tts, [p.text for p in batch], languages, [voice] * len(batch),
+                             max_new_tokens=max_new_tokens, do_sample=not greedy,
+                             subtalker_dosample=not greedy)
 
 
 def voice_for(tts, ref_audio) -> dict:
     """The conditioning both models share: a cloned voice, a built-in speaker or a design."""
-    kind = tts.model.tts_model_type
-    if kind == "base":
-        return {"clone_prompt": tts.create_voice_clone_prompt(ref_audio=ref_audio,
-                                                              x_vector_only_mode=True),
-                "ref_audio": ref_audio}
-    if kind == "custom_voice":
-        return {"speaker": sorted(tts.get_supported_speakers())[0]}
-    return {"instruct": "A clear, neutral voice."}
+    adapter = adapter_of(tts)
+    return adapter.clone_once(tts, adapter.default_voice(tts, None, ref_audio))
 
 
 def decode(tts, codes: list[torch.Tensor]) -> tuple[list, int]:
     """Waveforms of code sequences (empty sequences give empty audio)."""
-    non_empty = [c for c in codes if c.shape[0]]
-    if not non_empty:
-        return [torch.zeros(0).numpy() for _ in codes], 24000
-    wavs, sr = tts.model.speech_tokenizer.decode([{"audio_codes": c} for c in non_empty])
-    it = iter(wavs)
-    return [next(it) if c.shape[0] else torch.zeros(0).numpy() for c in codes], sr
+    return adapter_of(tts).decode(tts, codes)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..models import adapter_of
+
 
 @dataclass
 class TeacherMetrics:
@@ -46,27 +48,13 @@ class TeacherMetrics:
         }
 
 
-def _forward(talker, seq: torch.Tensor):
-    embeds = seq[None].to(talker.device, talker.dtype)
-    mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-    position_ids, _ = talker.get_rope_index(mask)
-    out = talker.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                       use_cache=False, output_hidden_states=True)
-    logits = talker.codec_head(out.last_hidden_state)[0].float()
-    return logits, [h[0].float() for h in out.hidden_states[1:]], out.last_hidden_state[0]
-
-
-def _code_predictions(talker, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    logits, _ = talker.forward_sub_talker_finetune(codes.to(hidden.device), hidden)
-    return logits.argmax(-1).cpu()
-
-
 @torch.no_grad()
 def compare(reference, quantized, sequences: list[torch.Tensor], codes: list[torch.Tensor],
             stopped: list[bool]) -> TeacherMetrics:
     """KL, top-1, EOS probability, per-layer cosine and code-predictor agreement."""
-    ref_t, q_t = reference.model.talker, quantized.model.talker
-    eos = ref_t.config.codec_eos_token_id
+    adapter = adapter_of(reference)
+    ref_m, q_m = reference.model, quantized.model
+    eos = adapter.eos_id(ref_m)
     metrics = TeacherMetrics()
     cos_sum: torch.Tensor | None = None
     for seq, frames, stop in zip(sequences, codes, stopped, strict=True):
@@ -74,8 +62,8 @@ def compare(reference, quantized, sequences: list[torch.Tensor], codes: list[tor
         # frame k is predicted at prefix_end - 1 + k; a stopped sequence also holds the
         # last frame's input, the position that predicted end-of-speech
         start = seq.shape[0] - n - (1 if stop else 0)
-        lr, hr, last_r = _forward(ref_t, seq)
-        lq, hq, last_q = _forward(q_t, seq)
+        lr, hr, last_r = adapter.talker_forward(ref_m, seq)
+        lq, hq, last_q = adapter.talker_forward(q_m, seq)
         lr, lq = lr[start:], lq[start:]
         metrics.positions += lr.shape[0]
         logp, logq = lr.log_softmax(-1), lq.log_softmax(-1)
@@ -89,8 +77,8 @@ def compare(reference, quantized, sequences: list[torch.Tensor], codes: list[tor
         cos_sum = cos if cos_sum is None else cos_sum + cos
         if n:
             positions = torch.arange(start, start + n)
-            pr = _code_predictions(ref_t, last_r[positions], frames)
-            pq = _code_predictions(q_t, last_q[positions], frames)
+            pr = adapter.code_predictions(ref_m, last_r[positions], frames).argmax(-1).cpu()
+            pq = adapter.code_predictions(q_m, last_q[positions], frames).argmax(-1).cpu()
             metrics.code_agreement.append(float((pr == pq).float().mean()))
     if cos_sum is not None:
         metrics.layer_cosine = (cos_sum / len(sequences)).tolist()

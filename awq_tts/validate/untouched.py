@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from ..format.checkpoint import CheckpointTensors
 from ..io import sha256_file
-from ..quantize.checkpoint import CheckpointTensors
-from ..quantize.mapping import QWEN3_TTS_TALKER, LayerMapping
+from ..models.mapping import QWEN3_TTS_TALKER, LayerMapping
 
 _PACKED_FIELDS = (".qweight", ".qzeros", ".scales")
 

@@ -1,7 +1,7 @@
 """What a runtime backend is: a kernel layout prepared once from the stored AWQ tensors.
 
 The stored format never changes (AutoAWQ GEMM: ``qweight``/``qzeros``/``scales``, see
-``awq_tts.quantize.packing``). A backend turns one :class:`~awq_tts.runtime.Int4Linear`'s
+``awq_tts.format.packing``). A backend turns one :class:`~awq_tts.runtime.Int4Linear`'s
 tensors into whatever its kernel reads, once, at load time, and then runs the layer's
 forward from that layout. A backend that reorders ``qweight`` into its own layout frees
 the original and must give it back bit-exactly (:meth:`Backend.restore_qweight`), so a

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from ...quantize.packing import pack_int4, unpack_int4
+from ...format.packing import pack_int4, unpack_int4
 from .base import Backend, flatten
 
 _CPU_DTYPES = (torch.bfloat16, torch.float32)

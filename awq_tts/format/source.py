@@ -86,13 +86,6 @@ def read_json(path: Path):
                          f"original") from None
 
 
-def require_qwen3_tts(config: dict, spec: str) -> None:
-    """Refuse a checkpoint that is not Qwen3-TTS, naming what it is."""
-    if config.get("model_type") != "qwen3_tts":
-        raise UsageError(f"{spec} is a {config.get('model_type')!r} checkpoint, not Qwen3-TTS "
-                         f"(model_type 'qwen3_tts'); awq-tts works on Qwen3-TTS models only")
-
-
 def weight_files(path: Path) -> list[Path]:
     """The checkpoint's safetensors files, each with a readable header (else a UsageError)."""
     index = path / "model.safetensors.index.json"
@@ -129,7 +122,9 @@ def weight_files(path: Path) -> list[Path]:
 def check(source: Source, group_size: int) -> None:
     """Raise a UsageError for anything that would make quantization fail or lie."""
     cfg, path = source.config, source.path
-    require_qwen3_tts(cfg, source.spec)
+    from ..models import adapter_for
+
+    adapter_for(cfg.get("model_type"), source.spec)
     if cfg.get("quantization_config"):
         raise UsageError(f"{source.spec} is already quantized (its config.json has a "
                          f"quantization_config); quantize its bf16 source instead")

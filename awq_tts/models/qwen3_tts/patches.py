@@ -1,4 +1,10 @@
-"""Record what the talker sees while a qwen-tts model speaks.
+"""Every patch awq-tts applies to qwen-tts, each re-entrant and undone in ``finally``.
+
+- ``record_talker``: record what the talker sees while a qwen-tts model speaks;
+- ``capture_prompt``: stop a ``generate_*`` call where the talker would start decoding;
+- ``make_speakers_copyable``: let transformers deep-copy a Qwen3-TTS model.
+
+Recording the talker:
 
 qwen-tts builds the talker input inside ``Qwen3TTSForConditionalGeneration.generate``
 (role tokens, projected text, codec prefix with language and speaker, then one summed
@@ -12,12 +18,32 @@ have already stopped.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import importlib.abc
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import torch
+
+_MODELING = "qwen_tts.core.models.modeling_qwen3_tts"
+
+
+def _set(obj: object, name: str, value: object) -> Callable[[], None]:
+    """Set an instance attribute; the returned undo restores exactly what was there before
+    (an outer patch's value, or nothing), so patches nest."""
+    missing = object()
+    before = obj.__dict__.get(name, missing)
+    setattr(obj, name, value)
+
+    def undo() -> None:
+        if before is missing:
+            obj.__dict__.pop(name, None)
+        else:
+            setattr(obj, name, before)
+
+    return undo
 
 
 @dataclass
@@ -77,16 +103,16 @@ def record_talker(tts) -> Iterator[TalkerRecord]:
         return [np.zeros(1, dtype=np.float32)] * n, 24000
 
     handle = decoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    core.generate = generate
-    core.speech_tokenizer.decode = skip_decode
+    undo_generate = _set(core, "generate", generate)
+    undo_decode = _set(core.speech_tokenizer, "decode", skip_decode)
     undo = _drop_stopped_rows(core.talker, record)
     try:
         yield record
     finally:
         undo()
         handle.remove()
-        del core.generate
-        del core.speech_tokenizer.decode
+        undo_decode()
+        undo_generate()
 
 
 def _drop_stopped_rows(talker, record: TalkerRecord):
@@ -118,10 +144,100 @@ def _drop_stopped_rows(talker, record: TalkerRecord):
         return SimpleNamespace(sequences=sequences)
 
     handle = talker.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    predictor.generate = generate
+    undo_generate = _set(predictor, "generate", generate)
 
     def undo() -> None:
         handle.remove()
-        del predictor.generate
+        undo_generate()
 
     return undo
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class TalkerPrompt:
+    prefix: torch.Tensor
+    trailing: torch.Tensor
+    pad: torch.Tensor
+
+
+@torch.no_grad()
+def capture_prompt(tts, speak: Callable[[], object]) -> TalkerPrompt:
+    """Run ``speak()`` (one prompt) until the talker would decode; return its inputs."""
+    captured: dict = {}
+
+    def stop(**kwargs):
+        captured.update(kwargs)
+        raise _Stop
+
+    undo = _set(tts.model.talker, "generate", stop)
+    try:
+        speak()
+    except _Stop:
+        pass
+    finally:
+        undo()
+    if not captured:
+        raise RuntimeError("qwen-tts never reached the talker")
+    mask = captured["attention_mask"][0].bool()
+    return TalkerPrompt(
+        prefix=captured["inputs_embeds"][0][mask].float().cpu(),
+        trailing=captured["trailing_text_hidden"][0].float().cpu(),
+        pad=captured["tts_pad_embed"].reshape(-1).float().cpu(),
+    )
+
+
+def make_speakers_copyable() -> None:
+    """Let transformers deep-copy a Qwen3-TTS model (its AWQ loading path does).
+
+    qwen-tts sets ``model.supported_speakers = config.talker_config.spk_id.keys()``: a
+    ``dict_keys``, which cannot be pickled, so ``copy.deepcopy(model)`` — and with it
+    ``Qwen3TTSModel.from_pretrained`` of an AWQ folder through transformers — fails with
+    ``TypeError: cannot pickle 'dict_keys' object``. After this call the attribute is a
+    list of the same names (every qwen-tts use of it is ``in``, iteration or ``sorted``).
+    Cheap when qwen-tts is not imported yet: the patch is applied when it is.
+    """
+    module = sys.modules.get(_MODELING)
+    if module is not None:
+        _patch_speakers(module)
+    elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
+
+
+def _patch_speakers(module: ModuleType) -> None:
+    cls = module.Qwen3TTSForConditionalGeneration
+    if getattr(cls.__init__, "_awq_tts_copyable", False):
+        return
+    original = cls.__init__
+
+    def __init__(self, config, *args, **kwargs):
+        original(self, config, *args, **kwargs)
+        self.supported_speakers = list(self.supported_speakers)
+
+    __init__._awq_tts_copyable = True
+    cls.__init__ = __init__
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Applies :func:`_patch_speakers` right after qwen-tts's modeling module executes."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _MODELING:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                execute = spec.loader.exec_module
+
+                def exec_module(module, execute=execute):
+                    execute(module)
+                    _patch_speakers(module)
+
+                spec.loader.exec_module = exec_module
+                return spec
+        return None

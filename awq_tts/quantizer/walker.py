@@ -16,14 +16,16 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..models import adapter_for
+from ..models.mapping import QWEN3_TTS_TALKER, LayerMapping, decoder_layers
 from .activations import LayerInputs, capture_first_layer, float_kwargs, map_tensors
-from .layer import quantize_layer
-from .mapping import QWEN3_TTS_TALKER, LayerMapping, decoder_layers
+from .layer import LayerResult, quantize_layer
 from .recipe import LOSS_TOKENS, LayerReport, QuantConfig, WalkResult
 from .resident import LayerLoader
 from .sample import draw
 
-__all__ = ["LOSS_TOKENS", "LayerReport", "QuantConfig", "WalkResult", "quantize_layer", "walk"]
+__all__ = ["LOSS_TOKENS", "LayerReport", "LayerResult", "QuantConfig", "WalkResult",
+           "quantize_layer", "walk"]
 
 
 @torch.no_grad()
@@ -43,10 +45,10 @@ def walk(
     is resident at a time.
     """
     device = torch.device(device)
-    talker = model.talker
     layers = decoder_layers(model, mapping)
-    position_ids, _ = talker.get_rope_index(mask)
-    hidden, kwargs = capture_first_layer(talker.model, layers[0], embeds.to(talker.dtype), mask,
+    decoder = model.get_submodule(mapping.layers.rpartition(".")[0])  # the layers' owner
+    position_ids = adapter_for(model.config.model_type).position_ids(model, mask)
+    hidden, kwargs = capture_first_layer(decoder, layers[0], embeds.to(decoder.dtype), mask,
                                          position_ids)
     batch_dims = dict(mapping.layer_kwargs)
     # The layer kwargs (mask, rope cos/sin) are the same for every layer: uploaded once.
@@ -62,8 +64,11 @@ def walk(
         source_dtype = next(layer.parameters()).dtype
         started = time.perf_counter()
         layer.to(device=device, dtype=torch.float32)
-        report, next_hidden = quantize_layer(layer, index, prefix, inputs, config, mapping,
-                                              source_dtype, result, sample)
+        done = quantize_layer(layer, inputs, config, mapping, source_dtype, sample)
+        report, next_hidden = done.report, done.output
+        report.index = index
+        result.packed.update({f"{prefix}.{path}": p for path, p in done.packed.items()})
+        result.changed.update({f"{prefix}.{name}": t for name, t in done.changed.items()})
         if loader is not None:
             loader.release(layer)
         else:

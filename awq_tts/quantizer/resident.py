@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointTensors
-from .mapping import QWEN3_TTS_TALKER, LayerMapping, get_module
+from ..format.checkpoint import CheckpointTensors
+from ..models.mapping import QWEN3_TTS_TALKER, LayerMapping, get_module
 
 #: What the walk still runs after calibration (``capture_first_layer``'s forward up to
 #: the first decoder layer needs the rotary embedding, nothing else).

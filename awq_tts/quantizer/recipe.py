@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..format.packing import PackedLinear
 from . import numerics
-from .packing import PackedLinear
 
 #: Default token budget of the search losses (see ``sample.py`` and
 #: ``benchmarks/loss_budget.py``: 512 is the smallest budget within 1 % of the all-tokens

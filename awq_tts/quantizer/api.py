@@ -10,16 +10,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import provenance
-from .._qwen import qwen_tts
 from ..calibration.builder import DEFAULT_SEED, CalibrationSet, build_calibration
 from ..calibration.prompts import load_prompts
 from ..devices import resolve_device
 from ..errors import UsageError
+from ..format import checkpoint, provenance, source
 from ..io import require_readable_audio
+from ..models import adapter_for
+from ..models.mapping import QWEN3_TTS_TALKER
 from ..output import atomic_output_dir
-from . import checkpoint, source
-from .mapping import QWEN3_TTS_TALKER
 from .resident import LayerLoader, release_for_walk
 from .walker import LOSS_TOKENS, LayerReport, QuantConfig, WalkResult, walk
 
@@ -90,7 +89,8 @@ def quantize(
     inputs = [src_info.path, *(p for p in (calib, ref_audio) if p and Path(p).exists())]
     with atomic_output_dir(out, force=force, inputs=inputs,
                            expected_bytes=_expected_bytes(src_info)) as tmp:
-        tts = qwen_tts().Qwen3TTSModel.from_pretrained(str(src_info.path), dtype="auto")
+        tts = adapter_for(src_info.config.get("model_type")).from_pretrained(src_info.path,
+                                                                            dtype="auto")
         source.require_finite(tts.model)
         started = time.perf_counter()
         calibration = _calibrate(tts, prompts, calib_name, n_samples, max_seq_len, seed, device,
@@ -106,7 +106,8 @@ def quantize(
         summary = _summary(out, src_info, tmp, result, calibration, time.perf_counter() - start)
         summary.calibration_seconds = calibrated - started
         summary.walk_seconds = walked - calibrated
-        provenance.write(tmp, _record(src_info, config, calibration, device, result, summary))
+        record = _record(src_info, config, calibration, device, result, summary)
+        provenance.Provenance.create(tmp, record)
     return summary
 
 

@@ -1,0 +1,206 @@
+"""The Qwen3-TTS adapter: the one place that knows qwen-tts (see ``models/base.py``).
+
+``package.py`` imports qwen-tts quietly and registers its Auto classes; ``patches.py`` holds
+every patch applied to it. This module loads and builds models, finds the talker's decoder
+layers, asks a model to speak (one dispatch over base / custom_voice / voice_design), and
+knows the codec head, the end-of-speech id, the speaker encoder and the audio decoder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...errors import UsageError
+from ..mapping import QWEN3_TTS_TALKER, decoder_layers
+from .package import quiet_generation, qwen_tts
+from .patches import TalkerPrompt, TalkerRecord, capture_prompt, record_talker
+
+#: Voice descriptions cycled over calibration prompts for VoiceDesign models.
+DESIGN_INSTRUCTIONS = (
+    "A warm, calm female voice, speaking slowly.",
+    "An energetic young man, fast and cheerful.",
+    "A deep, serious male narrator.",
+    "A soft, whispering voice full of emotion.",
+)
+#: The one design used where a single neutral voice is wanted (validation, synthesis).
+NEUTRAL_DESIGN = "A clear, neutral voice."
+#: Fundamental frequencies of the synthetic reference voices used for Base models.
+REFERENCE_PITCHES = (110.0, 140.0, 190.0, 230.0)
+SAMPLE_RATE = 24000
+
+
+class Qwen3TTS:
+    model_type = "qwen3_tts"
+    variants = ("base", "custom_voice", "voice_design")
+    mapping = QWEN3_TTS_TALKER
+
+    # -- loading -------------------------------------------------------------------------
+    def from_pretrained(self, path: str | Path, **kwargs: Any):
+        """``qwen_tts.Qwen3TTSModel.from_pretrained`` (a bf16 or float checkpoint)."""
+        return qwen_tts().Qwen3TTSModel.from_pretrained(str(path), **kwargs)
+
+    def empty_model(self, path: Path) -> nn.Module:
+        """The core model built on the meta device from ``config.json`` (no weights)."""
+        from accelerate import init_empty_weights
+
+        qwen_tts()
+        from qwen_tts.core.models import Qwen3TTSConfig, Qwen3TTSForConditionalGeneration
+
+        config = Qwen3TTSConfig.from_pretrained(str(path))
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config._attn_implementation = "sdpa"
+        with init_empty_weights():
+            return Qwen3TTSForConditionalGeneration(config)
+
+    def assemble(self, model: nn.Module, path: Path, device: str, dtype: torch.dtype):
+        """A ``Qwen3TTSModel`` around a loaded core: speech tokenizer, generation defaults,
+        processor (what ``from_pretrained`` adds)."""
+        from qwen_tts.inference.qwen3_tts_tokenizer import Qwen3TTSTokenizer
+        from transformers import AutoProcessor
+
+        model.eval()
+        model.load_speech_tokenizer(Qwen3TTSTokenizer.from_pretrained(
+            str(path / "speech_tokenizer"), device_map=device, dtype=dtype))
+        generation = path / "generation_config.json"
+        model.load_generate_config(json.loads(generation.read_text())
+                                   if generation.is_file() else {})
+        processor = AutoProcessor.from_pretrained(str(path), fix_mistral_regex=True)
+        return qwen_tts().Qwen3TTSModel(model=model, processor=processor,
+                                        generate_defaults=model.generate_config)
+
+    # -- structure -----------------------------------------------------------------------
+    def variant(self, tts) -> str:
+        kind = tts.model.tts_model_type
+        if kind not in self.variants:
+            raise UsageError(f"unsupported tts_model_type {kind!r} in the checkpoint's "
+                             f"config.json; Qwen3-TTS has {', '.join(self.variants)}")
+        return kind
+
+    def decoder_layers(self, core: nn.Module) -> nn.ModuleList:
+        return decoder_layers(core, self.mapping)
+
+    def position_ids(self, core: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+        """The talker's multimodal rope positions for a left-padded ``mask``."""
+        return core.talker.get_rope_index(mask)[0]
+
+    def eos_id(self, core: nn.Module) -> int:
+        return int(core.talker.config.codec_eos_token_id)
+
+    def talker_forward(self, core: nn.Module, seq: torch.Tensor):
+        """Codec logits, hidden states per layer and the last hidden state of ``seq``."""
+        talker = core.talker
+        embeds = seq[None].to(talker.device, talker.dtype)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        out = talker.model(inputs_embeds=embeds, attention_mask=mask,
+                           position_ids=self.position_ids(core, mask), use_cache=False,
+                           output_hidden_states=True)
+        logits = talker.codec_head(out.last_hidden_state)[0].float()
+        return logits, [h[0].float() for h in out.hidden_states[1:]], out.last_hidden_state[0]
+
+    def code_predictions(self, core: nn.Module, hidden: torch.Tensor,
+                         codes: torch.Tensor) -> torch.Tensor:
+        """The code predictor's logits for the 15 residual codes of each frame."""
+        logits, _ = core.talker.forward_sub_talker_finetune(codes.to(hidden.device), hidden)
+        return logits
+
+    # -- speaking ------------------------------------------------------------------------
+    def default_voice(self, tts, index: int | None = None, ref_audio: Any = None,
+                      ref_text: str | None = None) -> dict:
+        """The voice of sample ``index`` (cycled over built-in voices), or with ``None``
+        the one neutral voice. Base models clone ``ref_audio`` or a synthetic voice."""
+        kind = self.variant(tts)
+        if kind == "base":
+            if ref_audio is not None:
+                label = f"ref:{Path(ref_audio).name}" if isinstance(ref_audio, str) else "ref"
+                return {"label": label, "ref_audio": ref_audio, "ref_text": ref_text}
+            from ...synth import synthetic_reference
+
+            pitch = (index or 0) % len(REFERENCE_PITCHES)
+            return {"label": f"synthetic:{pitch}", "ref_text": None,
+                    "ref_audio": synthetic_reference(seconds=1.5, seed=pitch,
+                                                     pitch=REFERENCE_PITCHES[pitch])}
+        if kind == "custom_voice":
+            speakers = self.speakers(tts)
+            speaker = speakers[(index or 0) % len(speakers)]
+            return {"label": f"speaker:{speaker}", "speaker": speaker}
+        instruct = (NEUTRAL_DESIGN if index is None
+                    else DESIGN_INSTRUCTIONS[index % len(DESIGN_INSTRUCTIONS)])
+        return {"label": f"instruct:{instruct}", "instruct": instruct}
+
+    def speakers(self, tts) -> list[str]:
+        return sorted(tts.model.get_supported_speakers() or [])
+
+    def clone_once(self, tts, voice: dict) -> dict:
+        """A Base voice with its clone prompt computed (reused for every sample)."""
+        if self.variant(tts) != "base" or "clone_prompt" in voice:
+            return voice
+        ref_text = voice.get("ref_text")
+        prompt = tts.create_voice_clone_prompt(ref_audio=voice["ref_audio"], ref_text=ref_text,
+                                               x_vector_only_mode=ref_text is None)
+        return {**voice, "clone_prompt": prompt}
+
+    def generate(self, tts, texts: list[str], languages: list[str], voices: list[dict],
+                 **kwargs: Any) -> tuple[list, int]:
+        """Speak ``texts`` (one voice each) with the variant's ``generate_*`` call."""
+        kind = self.variant(tts)
+        with quiet_generation():
+            if kind == "base":
+                if all("clone_prompt" in v for v in voices):
+                    prompts = [item for v in voices for item in v["clone_prompt"]]
+                    return tts.generate_voice_clone(text=texts, language=languages,
+                                                    voice_clone_prompt=prompts, **kwargs)
+                ref_texts = [v.get("ref_text") for v in voices]
+                return tts.generate_voice_clone(
+                    text=texts, language=languages, ref_audio=[v["ref_audio"] for v in voices],
+                    ref_text=ref_texts, x_vector_only_mode=[t is None for t in ref_texts],
+                    **kwargs)
+            if kind == "custom_voice":
+                speakers = self.speakers(tts)
+                known = {name.lower() for name in speakers}
+                chosen = [str(v.get("speaker") or "") for v in voices]
+                for name in chosen:
+                    if name.lower() not in known:  # qwen-tts matches case-insensitively
+                        raise UsageError(f"unknown speaker {name!r}; this model has: "
+                                         f"{', '.join(speakers)}")
+                if any(v.get("instruct") for v in voices):
+                    kwargs["instruct"] = [v.get("instruct") for v in voices]
+                return tts.generate_custom_voice(text=texts, language=languages,
+                                                 speaker=chosen, **kwargs)
+            return tts.generate_voice_design(text=texts, language=languages,
+                                             instruct=[v["instruct"] for v in voices], **kwargs)
+
+    def decode(self, tts, codes: list[torch.Tensor]) -> tuple[list, int]:
+        """Waveforms of code sequences (empty sequences give empty audio)."""
+        non_empty = [c for c in codes if c.shape[0]]
+        if not non_empty:
+            return [np.zeros(0, dtype=np.float32) for _ in codes], SAMPLE_RATE
+        wavs, sr = tts.model.speech_tokenizer.decode([{"audio_codes": c} for c in non_empty])
+        it = iter(wavs)
+        return [next(it) if c.shape[0] else np.zeros(0, dtype=np.float32) for c in codes], sr
+
+    @torch.no_grad()
+    def speaker_embedding(self, tts, wav, sample_rate: int = SAMPLE_RATE):
+        """The speaker encoder's embedding of ``wav`` (None: no encoder, or too short)."""
+        if tts.model.speaker_encoder is None or len(wav) < 4096:
+            return None
+        return tts.model.extract_speaker_embedding(np.asarray(wav, dtype=np.float32),
+                                                   sample_rate)
+
+    # -- recording (patches.py) ----------------------------------------------------------
+    def record_talker(self, tts):
+        return record_talker(tts)
+
+    def capture_prompt(self, tts, speak: Callable[[], object]) -> TalkerPrompt:
+        return capture_prompt(tts, speak)
+
+
+__all__ = ["DESIGN_INSTRUCTIONS", "NEUTRAL_DESIGN", "REFERENCE_PITCHES", "Qwen3TTS",
+           "TalkerPrompt", "TalkerRecord"]
