@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from ..errors import UsageError
 from ..models import adapter_of
 from .prompts import Prompt, prompt_set_sha256
-from .teacher_forcing import teacher_forced_sequence
 
 DEFAULT_SEED = 1729
 
@@ -145,9 +144,10 @@ def _conditioning(tts, index: int, prompt: Prompt, default_ref: str | None = Non
 
 def _teacher_forced(tts, prompt: Prompt, cond: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The talker inputs for speaking the codec codes of ``prompt.audio``."""
-    codes = tts.model.speech_tokenizer.encode(prompt.audio).audio_codes[0].long().cpu()
-    talker_prompt = adapter_of(tts).capture_prompt(tts, lambda: _speak(tts, [prompt], [cond], 1))
-    return teacher_forced_sequence(tts.model.talker, talker_prompt, codes), codes
+    adapter = adapter_of(tts)
+    codes = adapter.encode_audio(tts, prompt.audio)
+    talker_prompt = adapter.capture_prompt(tts, lambda: _speak(tts, [prompt], [cond], 1))
+    return adapter.teacher_forced_sequence(tts.model, talker_prompt, codes), codes
 
 
 def _speak(tts, batch: list[Prompt], conditioning: list[dict], max_new_tokens: int,

@@ -22,16 +22,12 @@ from safetensors.torch import save_file
 from ..errors import UsageError
 from ..format.checkpoint import copy_non_weight_files
 from ..format.source import Source, resolve, weight_files
+from ..models import adapter_for
 from ..output import atomic_output_dir
 
 BLEND_FILE = "noesis_blend.json"
-PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 #: The Darwin card: 1 % too subtle, 3 % emotion, 5 % max stable, 10 % breaks the stop signal.
 STABLE_ALPHA = 0.05
-_CHECKED = (("hidden_size", "hidden_size"), ("intermediate_size", "intermediate_size"),
-            ("num_hidden_layers", "num_hidden_layers"),
-            ("num_attention_heads", "num_attention_heads"),
-            ("num_key_value_heads", "num_key_value_heads"))
 
 
 def parse_alpha(text: str | float) -> float:
@@ -63,20 +59,21 @@ def parse_layers(text: str | None, n_layers: int) -> list[int]:
     return sorted(chosen)
 
 
-def check_compatible(tts: Source, llm: Source) -> None:
-    """Architecture fields must match; cross-backbone merges (e.g. Llama) are refused."""
-    talker = tts.config.get("talker_config", {})
-    if tts.config.get("model_type") != "qwen3_tts":
-        raise UsageError(f"{tts.spec} is not a Qwen3-TTS checkpoint "
-                         f"(model_type {tts.config.get('model_type')!r})")
-    if llm.config.get("model_type") != "qwen3":
+def check_compatible(tts: Source, llm: Source):
+    """Architecture fields must match; cross-backbone merges (e.g. Llama) are refused.
+
+    Returns the TTS model's adapter, which names the backbone, fields and tensors."""
+    adapter = adapter_for(tts.config.get("model_type"), tts.spec)
+    talker = adapter.decoder_config(tts.config)
+    if llm.config.get("model_type") != adapter.blend_backbone:
         raise UsageError(f"{llm.spec} is a {llm.config.get('model_type')!r} model; blend needs "
-                         f"a Qwen3 causal LM (cross-backbone merges break the talker)")
-    for tts_key, llm_key in _CHECKED:
-        if talker.get(tts_key) != llm.config.get(llm_key):
-            raise UsageError(
-                f"{tts_key} differs: talker {talker.get(tts_key)} vs LLM {llm.config.get(llm_key)}"
-            )
+                         f"a {adapter.blend_backbone!r} causal LM (cross-backbone merges break "
+                         f"the talker)")
+    for key in adapter.blend_checked:
+        if talker.get(key) != llm.config.get(key):
+            raise UsageError(f"{key} differs: talker {talker.get(key)} vs LLM "
+                             f"{llm.config.get(key)}")
+    return adapter
 
 
 class _LLMTensors:
@@ -106,10 +103,9 @@ def blend(tts_spec: str, llm_spec: str, alpha: float | str, out: str | Path,
         warnings.warn(f"alpha {alpha:.3f} > {STABLE_ALPHA}: the Darwin card reports that 10 % "
                       f"breaks the stop signal (the model talks for minutes)", stacklevel=2)
     tts, llm = resolve(tts_spec), resolve(llm_spec)
-    check_compatible(tts, llm)
-    chosen = parse_layers(layers, int(tts.config["talker_config"]["num_hidden_layers"]))
-    pairs = {f"talker.model.layers.{n}.mlp.{p}.weight": f"model.layers.{n}.mlp.{p}.weight"
-             for n in chosen for p in PROJECTIONS}
+    adapter = check_compatible(tts, llm)
+    chosen = parse_layers(layers, int(adapter.decoder_config(tts.config)["num_hidden_layers"]))
+    pairs = adapter.blend_pairs(chosen)
     llm_tensors = _LLMTensors(llm)
     size = sum(f.stat().st_size for f in tts.path.rglob("*") if f.is_file())
     with atomic_output_dir(out, force=force, inputs=[tts.path, llm.path],

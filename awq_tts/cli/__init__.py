@@ -13,7 +13,7 @@ import click
 
 from .. import __version__
 from ..errors import UsageError
-from ..quantizer.recipe import LOSS_TOKENS
+from ..quantizer.recipe import LOSS_TOKENS, METHODS
 from .common import BACKEND_HELP, DEVICE_HELP, friendly
 from .interop import export
 from .studio import studio
@@ -148,7 +148,7 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
               help="Voice Base models clone during calibration (default: synthetic voices).")
 @click.option("--batch-size", type=int, default=8, show_default=True,
               help="Sequences per forward chunk (lower it to save memory).")
-@click.option("--method", type=click.Choice(["awq", "rtn"]), default="awq", show_default=True,
+@click.option("--method", type=click.Choice(list(METHODS)), default="awq", show_default=True,
               help="rtn: plain round-to-nearest, the baseline AWQ is measured against.")
 @click.option("--loss-tokens", type=int, default=LOSS_TOKENS, show_default=True,
               help="Calibration tokens the scale and clip search losses replay (a seeded "

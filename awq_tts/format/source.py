@@ -124,7 +124,7 @@ def check(source: Source, group_size: int) -> None:
     cfg, path = source.config, source.path
     from ..models import adapter_for
 
-    adapter_for(cfg.get("model_type"), source.spec)
+    adapter = adapter_for(cfg.get("model_type"), source.spec)
     if cfg.get("quantization_config"):
         raise UsageError(f"{source.spec} is already quantized (its config.json has a "
                          f"quantization_config); quantize its bf16 source instead")
@@ -138,9 +138,9 @@ def check(source: Source, group_size: int) -> None:
     if missing:
         raise UsageError(f"{path} lacks tokenizer files: {', '.join(missing)}")
     require_speech_tokenizer(path)
-    talker = cfg.get("talker_config", {})
+    decoder = adapter.decoder_config(cfg)
     for key in ("hidden_size", "intermediate_size"):
-        size = int(talker.get(key, 0))
+        size = int(decoder.get(key, 0))
         if size <= 0 or size % group_size:
             raise UsageError(
                 f"talker {key} {size} is not divisible by --group-size {group_size}; "

@@ -41,6 +41,10 @@ class LayerMapping:
     no_clip: tuple[str, ...] = ()
     #: Keyword inputs of a decoder layer that the block needs, and their batch dimension.
     layer_kwargs: tuple[tuple[str, int], ...] = ()
+    #: Modules the layer walk still runs once calibration is done (all else is freed).
+    keep_for_walk: tuple[str, ...] = ()
+    #: Modules besides the float linears that AWQ loaders must leave unconverted.
+    not_converted: tuple[str, ...] = ()
 
 
 QWEN3_TTS_TALKER = LayerMapping(
@@ -76,6 +80,10 @@ QWEN3_TTS_TALKER = LayerMapping(
         ("position_ids", 0),
         ("cache_position", -1),
     ),
+    # capture_first_layer's forward up to the first decoder layer needs the rotary
+    # embedding, nothing else.
+    keep_for_walk=("talker.model.rotary_emb",),
+    not_converted=("speaker_encoder",),
 )
 
 

@@ -17,8 +17,9 @@ from ..errors import UsageError
 from ..format import checkpoint, provenance, source
 from ..io import require_readable_audio
 from ..models import adapter_for
-from ..models.mapping import QWEN3_TTS_TALKER
+from ..models.mapping import LayerMapping, decoder_layers
 from ..output import atomic_output_dir
+from .recipe import METHODS, Method
 from .resident import LayerLoader, release_for_walk
 from .walker import LOSS_TOKENS, LayerReport, QuantConfig, WalkResult, walk
 
@@ -51,7 +52,7 @@ def quantize(
     calib: str | None = None,
     revision: str | None = None,
     batch_size: int = 8,
-    method: str = "awq",
+    method: Method = "awq",
     ref_audio: str | None = None,
     progress: bool = True,
     loss_tokens: int | None = LOSS_TOKENS,
@@ -81,27 +82,28 @@ def quantize(
     if loss_tokens is not None and (not isinstance(loss_tokens, int) or loss_tokens < 1):
         raise UsageError(f"--loss-tokens {loss_tokens}: give a whole number of at least 1 "
                          f"(0 on the command line, None in Python: every token)")
-    if method not in ("awq", "rtn"):
-        raise UsageError(f"--method {method!r}: choose 'awq' or 'rtn'")
+    if method not in METHODS:
+        raise UsageError(f"--method {method!r}: choose {' or '.join(map(repr, METHODS))}")
     config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size, method=method,
                          loss_tokens=loss_tokens)
 
     inputs = [src_info.path, *(p for p in (calib, ref_audio) if p and Path(p).exists())]
     with atomic_output_dir(out, force=force, inputs=inputs,
                            expected_bytes=_expected_bytes(src_info)) as tmp:
-        tts = adapter_for(src_info.config.get("model_type")).from_pretrained(src_info.path,
-                                                                            dtype="auto")
+        adapter = adapter_for(src_info.config.get("model_type"), src)
+        tts = adapter.from_pretrained(src_info.path, dtype="auto")
         source.require_finite(tts.model)
         started = time.perf_counter()
         calibration = _calibrate(tts, prompts, calib_name, n_samples, max_seq_len, seed, device,
                                  batch_size, progress, ref_audio)
         calibrated = time.perf_counter()
-        result = _walk(tts.model, calibration, config, device, progress, src_info.path)
+        result = _walk(tts.model, adapter.mapping, calibration, config, device, progress,
+                       src_info.path)
         walked = time.perf_counter()
         checkpoint.copy_non_weight_files(src_info.path, tmp,
                                          skip=(provenance.FILENAME, "config.json"))
-        checkpoint.write_config(src_info.config, tmp,
-                                config.as_quantization_config(_not_converted(tts.model)))
+        untouched = _not_converted(tts.model, adapter.mapping)
+        checkpoint.write_config(src_info.config, tmp, config.as_quantization_config(untouched))
         checkpoint.write_weights(src_info.weight_files(), tmp, result.packed, result.changed)
         summary = _summary(out, src_info, tmp, result, calibration, time.perf_counter() - start)
         summary.calibration_seconds = calibrated - started
@@ -135,17 +137,17 @@ def _calibrate(tts, prompts, name, n_samples, max_seq_len, seed, device, batch_s
             torch.cuda.empty_cache()
 
 
-def _walk(model, calibration: CalibrationSet, config: QuantConfig, device: str,
-          progress: bool, folder: Path) -> WalkResult:
+def _walk(model, mapping: LayerMapping, calibration: CalibrationSet, config: QuantConfig,
+          device: str, progress: bool, folder: Path) -> WalkResult:
     """Free the source model, then walk its layers one at a time from ``folder``."""
-    loader = LayerLoader(folder)
-    release_for_walk(model)
+    loader = LayerLoader(folder, mapping)
+    release_for_walk(model, mapping)
     embeds, mask = calibration.padded()
-    n_layers = len(model.talker.model.layers)
+    n_layers = len(decoder_layers(model, mapping))
     bar = tqdm(total=n_layers, desc="quantizing talker layers", unit="layer",
                disable=not progress)
     result = None
-    for item in walk(model, embeds, mask, config, device, loader=loader):
+    for item in walk(model, embeds, mask, config, device, mapping, loader):
         if isinstance(item, WalkResult):
             result = item
         else:
@@ -156,15 +158,15 @@ def _walk(model, calibration: CalibrationSet, config: QuantConfig, device: str,
     return result
 
 
-def _not_converted(model) -> list[str]:
+def _not_converted(model, mapping: LayerMapping) -> list[str]:
     """Top-level modules holding linears that stay in the source dtype."""
-    prefix = QWEN3_TTS_TALKER.layers + "."
+    prefix = mapping.layers + "."
     names = set()
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and not name.startswith(prefix):
             names.add(".".join(name.split(".")[:2]))
-    if getattr(model, "speaker_encoder", None) is not None:
-        names.add("speaker_encoder")
+    names |= {name for name in mapping.not_converted
+              if getattr(model, name, None) is not None}
     return sorted(names)
 
 

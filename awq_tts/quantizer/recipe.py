@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 
@@ -13,6 +14,10 @@ from . import numerics
 #: ``benchmarks/loss_budget.py``: 512 is the smallest budget within 1 % of the all-tokens
 #: error on the trained tiny model and on a real-shape layer; 2048 keeps a margin).
 LOSS_TOKENS = 2048
+
+#: "awq" (scale + clip search) or "rtn" (plain round-to-nearest, the baseline).
+Method = Literal["awq", "rtn"]
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 @dataclass(frozen=True)
@@ -25,8 +30,7 @@ class QuantConfig:
     loss_tokens: int | None = LOSS_TOKENS
     batch_size: int = 8
     seed: int = 1729
-    #: "awq" (scale + clip search) or "rtn" (plain round-to-nearest, the baseline).
-    method: str = "awq"
+    method: Method = "awq"
 
     def as_quantization_config(self, not_converted: list[str]) -> dict:
         """The ``quantization_config`` block of ``config.json`` (transformers' AWQ schema)."""

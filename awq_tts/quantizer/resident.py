@@ -17,13 +17,11 @@ from torch import nn
 from ..format.checkpoint import CheckpointTensors
 from ..models.mapping import QWEN3_TTS_TALKER, LayerMapping, get_module
 
-#: What the walk still runs after calibration (``capture_first_layer``'s forward up to
-#: the first decoder layer needs the rotary embedding, nothing else).
-KEEP = ("talker.model.rotary_emb",)
 
-
-def release_for_walk(model: nn.Module, keep: tuple[str, ...] = KEEP) -> int:
-    """Free every parameter and buffer of ``model`` outside ``keep``; return bytes freed."""
+def release_for_walk(model: nn.Module, mapping: LayerMapping = QWEN3_TTS_TALKER) -> int:
+    """Free every parameter and buffer of ``model`` outside ``mapping.keep_for_walk``;
+    return the bytes freed."""
+    keep = mapping.keep_for_walk
     kept = {id(t) for path in keep
             for t in [*get_module(model, path).parameters(), *get_module(model, path).buffers()]}
     freed = 0

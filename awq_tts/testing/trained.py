@@ -30,12 +30,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..calibration.prompts import builtin_prompts
-from ..calibration.teacher_forcing import teacher_forced_sequence
+from ..models.qwen3_tts import Qwen3TTS
 from ..models.qwen3_tts.package import qwen_tts
 from ..models.qwen3_tts.patches import TalkerPrompt, capture_prompt
 from ..output import atomic_output_dir
 from ..synth import synthetic_reference
 from .tiny import make_tiny_checkpoint
+
+QWEN3_TTS = Qwen3TTS()
 
 STEP_FRAMES = 7
 GROUP_STRIDE = 11
@@ -84,13 +86,13 @@ def talker_prompts(tts, texts: list[str], ref) -> list[Example]:
     return examples
 
 
-def _batch(talker, examples: list[Example], eos: int):
-    cfg = talker.config
+def _batch(core, examples: list[Example], eos: int):
+    cfg = core.talker.config
     seqs, labels, frame_pos, frame_codes = [], [], [], []
     for ex in examples:
         frames = expected_frames(ex.n_text)
         codes = target_codes(frames, cfg.vocab_size - 1024, cfg.num_code_groups)
-        seqs.append(teacher_forced_sequence(talker, ex.prompt, codes))
+        seqs.append(QWEN3_TTS.teacher_forced_sequence(core, ex.prompt, codes))
         p = ex.prompt.prefix.shape[0]
         lab = torch.full((seqs[-1].shape[0],), -100)
         lab[p - 1:p - 1 + frames] = codes[:, 0]
@@ -171,7 +173,7 @@ def train(tts, steps: int = 200, batch_size: int = 16, seed: int = 0, lr: float 
     model.train()
     for step in range(steps):
         batch = rng.sample(examples, batch_size)
-        embeds, mask, labels, rows, cols, codes = _batch(talker, batch, eos)
+        embeds, mask, labels, rows, cols, codes = _batch(model, batch, eos)
         position_ids, _ = talker.get_rope_index(mask)
         hidden = talker.model(inputs_embeds=embeds, attention_mask=mask,
                               position_ids=position_ids, use_cache=False).last_hidden_state

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..models import adapter_of
 from ..runtime import load
 from .thresholds import FAIL, Check, check
 
@@ -159,7 +160,7 @@ class MemoryProbe:
 
 def model_bytes(tts, scope: str = "model") -> int:
     """Resident bytes of the model (speech tokenizer excluded) or of its talker decoder layers."""
-    model = tts.model if scope == "model" else tts.model.talker.model.layers
+    model = tts.model if scope == "model" else adapter_of(tts).decoder_layers(tts.model)
     skip = {id(t) for m in [getattr(tts.model, "speech_tokenizer", None)] if m is not None
             for t in [*m.model.parameters(), *m.model.buffers()]}
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..models import adapter_of
 from . import audio, rollout
 
 
@@ -12,7 +13,7 @@ def measure(ref, int4, voice, runs, tf, prompt_list) -> tuple[dict, list[dict]]:
     metrics = {"teacher_forced": tf.summary()}
     wav_ref, sr = rollout.decode(ref, runs[("bf16", "greedy")].codes)
     wav_q, _ = rollout.decode(int4, runs[("int4", "greedy")].codes)
-    reference_emb = voice["clone_prompt"][0].ref_spk_embedding if "clone_prompt" in voice else None
+    reference_emb = adapter_of(ref).voice_embedding(voice)
     per_prompt = []
     for i, prompt in enumerate(prompt_list):
         row = {"text": prompt.text, "language": prompt.language,
@@ -45,8 +46,8 @@ def measure(ref, int4, voice, runs, tf, prompt_list) -> tuple[dict, list[dict]]:
     }
     a = metrics["audio"]
     if reference_emb is None:
-        a["speaker_skip_reason"] = (f"a {ref.model.tts_model_type} model has no reference voice "
-                                    f"to compare with")
+        a["speaker_skip_reason"] = (f"a {adapter_of(ref).variant(ref)} model has no "
+                                    f"reference voice to compare with")
     a["speaker_sim_delta"] = (a["speaker_sim_int4"] - a["speaker_sim_bf16"]
                               if a["speaker_sim_int4"] is not None
                               and a["speaker_sim_bf16"] is not None else None)

@@ -40,6 +40,21 @@ class Qwen3TTS:
     model_type = "qwen3_tts"
     variants = ("base", "custom_voice", "voice_design")
     mapping = QWEN3_TTS_TALKER
+    #: ``awq-tts blend``: the causal LM (model_type) whose FFN weights may be lerped into
+    #: the talker, the config fields that must agree, and the FFN projections blended.
+    blend_backbone = "qwen3"
+    blend_checked = ("hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads")
+    blend_projections = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+    def decoder_config(self, config: dict) -> dict:
+        """The config block of the quantized decoder (``talker_config``)."""
+        return config.get("talker_config", {})
+
+    def blend_pairs(self, layers: list[int]) -> dict[str, str]:
+        """Talker FFN tensor → the backbone LM's tensor of the same layer and projection."""
+        return {f"{self.mapping.layers}.{n}.{p}.weight": f"model.layers.{n}.{p}.weight"
+                for n in layers for p in self.blend_projections}
 
     # -- loading -------------------------------------------------------------------------
     def from_pretrained(self, path: str | Path, **kwargs: Any):
@@ -110,6 +125,29 @@ class Qwen3TTS:
         """The code predictor's logits for the 15 residual codes of each frame."""
         logits, _ = core.talker.forward_sub_talker_finetune(codes.to(hidden.device), hidden)
         return logits
+
+    # -- talker inputs -------------------------------------------------------------------
+    def encode_audio(self, tts, audio) -> torch.Tensor:
+        """``[frames, 16]`` codec codes of a recording (path or (wav, sr))."""
+        return tts.model.speech_tokenizer.encode(audio).audio_codes[0].long().cpu()
+
+    @torch.no_grad()
+    def teacher_forced_sequence(self, core: nn.Module, prompt: TalkerPrompt,
+                                codes: torch.Tensor) -> torch.Tensor:
+        """``[prefix + frames, hidden]`` talker inputs for speaking ``codes`` after the
+        captured ``prompt``, one input per frame exactly as the talker builds it while
+        decoding: the sum of the frame's 16 code embeddings plus that step's text (the
+        trailing text, then the padding embedding)."""
+        talker = core.talker
+        frames = codes.shape[0]
+        extra = max(frames - prompt.trailing.shape[0], 0)
+        text = torch.cat([prompt.trailing, prompt.pad.expand(extra, -1)])[:frames]
+        codes = codes.to(talker.device)
+        parts = [talker.get_input_embeddings()(codes[:, 0])]
+        tables = talker.code_predictor.get_input_embeddings()
+        parts += [tables[g - 1](codes[:, g]) for g in range(1, codes.shape[1])]
+        embedded = torch.stack(parts, 0).sum(0).float().cpu()
+        return torch.cat([prompt.prefix, embedded + text])
 
     # -- speaking ------------------------------------------------------------------------
     def default_voice(self, tts, index: int | None = None, ref_audio: Any = None,
@@ -185,6 +223,11 @@ class Qwen3TTS:
         wavs, sr = tts.model.speech_tokenizer.decode([{"audio_codes": c} for c in non_empty])
         it = iter(wavs)
         return [next(it) if c.shape[0] else np.zeros(0, dtype=np.float32) for c in codes], sr
+
+    def voice_embedding(self, voice: dict) -> torch.Tensor | None:
+        """The speaker embedding a cloned voice carries (None for other voices)."""
+        prompt = voice.get("clone_prompt")
+        return prompt[0].ref_spk_embedding if prompt else None
 
     @torch.no_grad()
     def speaker_embedding(self, tts, wav, sample_rate: int = SAMPLE_RATE):
