@@ -81,11 +81,14 @@ def test_capture_keeps_all_token_statistics_and_only_the_sample():
 def test_budgeted_quantize_is_deterministic_and_recorded(tiny_base, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     quantize(tiny_base, a, loss_tokens=64, **FAST)
-    quantize(tiny_base, b, loss_tokens=64, **FAST)
+    quantize(tiny_base, b, loss_tokens=64, offload_activations=True, **FAST)
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
     record = json.loads((a / "noesis_provenance.json").read_text())
     assert record["quantization"]["loss_tokens"] == 64
     assert record["quantization"]["loss_tokens_drawn"] == 64
+    assert record["quantization"]["activations"] == "device"
+    offloaded = json.loads((b / "noesis_provenance.json").read_text())["quantization"]
+    assert offloaded["activations"] == "cpu"
     assert all(layer["output_error"] > 0 for layer in record["layers"])
 
 
@@ -143,3 +146,14 @@ def test_batched_calibration_stops_each_prompt_where_it_stops_alone(tiny_trained
                                  ref_audio=[ref] * 2, x_vector_only_mode=[True] * 2,
                                  max_new_tokens=200, do_sample=False, subtalker_dosample=False)
     assert record.skipped_rows > 0
+
+
+@pytest.mark.gpu
+def test_device_resident_and_offloaded_walks_agree_on_cuda(tiny_base, tmp_path):
+    """On a GPU the activations stay on the device by default; offloading them to the CPU
+    must not change a single packed weight."""
+    resident, offloaded = tmp_path / "resident", tmp_path / "offloaded"
+    quantize(tiny_base, resident, device="cuda", **FAST)
+    quantize(tiny_base, offloaded, device="cuda", offload_activations=True, **FAST)
+    assert ((resident / "model.safetensors").read_bytes()
+            == (offloaded / "model.safetensors").read_bytes())

@@ -1,8 +1,10 @@
 """Calibration activations of one decoder layer: capture, chunked replay, masked error.
 
-Activations live on the CPU in float32; the layer being quantized lives on the compute
-device. ``LayerInputs.run`` moves ``batch_size`` sequences at a time to the device, so
-device memory holds one layer and one chunk of activations, never the whole set.
+The layer being quantized lives on the compute ``device``; the layer's inputs and outputs
+(float32) live on ``store``: the compute device itself by default (no transfers), or the
+CPU when offloaded (``QuantConfig.offload_activations``, for GPUs under 8 GB). Then
+``LayerInputs.run`` moves ``batch_size`` sequences at a time to the device, so device
+memory holds one layer and one chunk of activations, never the whole set.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ class LayerInputs:
     batch_dims: dict[str, int]
     device: torch.device
     batch_size: int = 8
+    #: Where ``hidden``, ``valid`` and every ``run`` output live (None: ``device``).
+    store: torch.device | None = None
+
+    def __post_init__(self) -> None:
+        self.store = torch.device(self.device if self.store is None else self.store)
+        self.hidden = self.hidden.to(self.store)
+        self.valid = self.valid.to(self.store)
 
     def _slice(self, start: int, stop: int) -> dict:
         out = {}
@@ -46,7 +55,7 @@ class LayerInputs:
         for start in range(0, x.shape[0], self.batch_size):
             stop = min(start + self.batch_size, x.shape[0])
             out = fn(x[start:stop].to(self.device), self._slice(start, stop))
-            outs.append(out.float().cpu())
+            outs.append(out.float().to(self.store))
         return torch.cat(outs, dim=0)
 
     def error(self, fn: Callable[[torch.Tensor, dict], torch.Tensor], x: torch.Tensor,
@@ -71,12 +80,13 @@ class LayerInputs:
         kwargs = {key: _select_batch(self.kwargs.get(key), dim, sequences, batch)
                   for key, dim in self.batch_dims.items()}
         kwargs = {**self.kwargs, **kwargs}
-        return LayerInputs(self.hidden[sequences], kwargs, self.valid[sequences],
-                           self.batch_dims, self.device, self.batch_size)
+        index = sequences.to(self.store)
+        return LayerInputs(self.hidden[index], kwargs, self.valid[index],
+                           self.batch_dims, self.device, self.batch_size, self.store)
 
     def valid_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C]`` rows of ``x`` at valid positions."""
-        return x[self.valid]
+        return x[self.valid.to(x.device)]
 
 
 def _select_batch(value, dim: int, index: torch.Tensor, batch: int):

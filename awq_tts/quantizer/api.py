@@ -56,6 +56,7 @@ def quantize(
     ref_audio: str | None = None,
     progress: bool = True,
     loss_tokens: int | None = LOSS_TOKENS,
+    offload_activations: bool = False,
 ) -> QuantizeSummary:
     """Quantize the talker decoder linears of ``src`` to AWQ INT4 and write ``out``.
 
@@ -63,7 +64,8 @@ def quantize(
     ``talker.model.layers.N`` change; every other tensor and file is copied as is.
     ``out`` is written atomically (a temporary sibling renamed at the end) and holds
     ``noesis_provenance.json``. ``loss_tokens`` is the search's token budget (``None``:
-    every calibration token).
+    every calibration token). ``offload_activations`` keeps the layer activations on the
+    CPU while a GPU quantizes (same result, for cards under 8 GB).
     """
     start = time.perf_counter()
     out = Path(out)
@@ -85,7 +87,7 @@ def quantize(
     if method not in METHODS:
         raise UsageError(f"--method {method!r}: choose {' or '.join(map(repr, METHODS))}")
     config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size, method=method,
-                         loss_tokens=loss_tokens)
+                         loss_tokens=loss_tokens, offload_activations=offload_activations)
 
     inputs = [src_info.path, *(p for p in (calib, ref_audio) if p and Path(p).exists())]
     with atomic_output_dir(out, force=force, inputs=inputs,
@@ -199,6 +201,7 @@ def _record(src_info, config, calibration, device, result, summary) -> dict:
             "method": config.method, "n_grid": config.n_grid, "max_shrink": config.max_shrink,
             "clip_tokens": config.clip_tokens, "loss_tokens": config.loss_tokens,
             "loss_tokens_drawn": result.loss_tokens,
+            "activations": "cpu" if config.offload_activations else "device",
             "quantized_linears": sorted(result.packed),
         },
         "calibration": calibration.describe(),

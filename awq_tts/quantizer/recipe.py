@@ -31,6 +31,9 @@ class QuantConfig:
     batch_size: int = 8
     seed: int = 1729
     method: Method = "awq"
+    #: Keep the layer inputs and outputs on the CPU instead of the quantization device
+    #: (for GPUs under 8 GB); the numerics are the same either way.
+    offload_activations: bool = False
 
     def as_quantization_config(self, not_converted: list[str]) -> dict:
         """The ``quantization_config`` block of ``config.json`` (transformers' AWQ schema)."""

@@ -40,6 +40,7 @@ def draw(valid: torch.Tensor, budget: int | None, seed: int) -> LossSample:
     """A seeded, deterministic sample of at most ``budget`` tokens (see the module doc)."""
     if budget is not None and budget < 1:
         raise ValueError(f"the loss token budget must be at least 1, got {budget}")
+    valid = valid.cpu()
     lengths = valid.sum(dim=1)
     n_valid, n_seq = int(lengths.sum()), valid.shape[0]
     if budget is None or budget >= n_valid:

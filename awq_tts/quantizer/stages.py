@@ -159,8 +159,9 @@ def evaluate(layer: nn.Module, original: nn.Module, paths: list[str], inputs: La
              cap: Capture, group_size: int) -> Evaluation:
     """The quantized layer's error on the loss sample, against round-to-nearest's."""
     q_out = inputs.run(lambda x, kw: layer(x, **kw)[0])
-    fp_sample = cap.fp_out[cap.sample.sequences]
-    awq = masked_mse(q_out[cap.sample.sequences], fp_sample, cap.seq_inputs.valid)
+    index = cap.sample.sequences.to(q_out.device)
+    fp_sample = cap.fp_out[index]
+    awq = masked_mse(q_out[index], fp_sample, cap.seq_inputs.valid)
     rtn = copy.deepcopy(original)
     for path in paths:
         lin = rtn.get_submodule(path)

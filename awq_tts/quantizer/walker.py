@@ -53,7 +53,9 @@ def walk(
     batch_dims = dict(mapping.layer_kwargs)
     # The layer kwargs (mask, rope cos/sin) are the same for every layer: uploaded once.
     kwargs = map_tensors(float_kwargs(kwargs), lambda t: t.to(device))
-    inputs = LayerInputs(hidden, kwargs, mask.bool(), batch_dims, device, config.batch_size)
+    store = torch.device("cpu") if config.offload_activations else device
+    inputs = LayerInputs(hidden, kwargs, mask.bool(), batch_dims, device, config.batch_size,
+                         store)
     inputs.hidden[~inputs.valid] = 0
     sample = draw(inputs.valid, config.loss_tokens, config.seed)
     result = WalkResult({}, {}, [], sample.tokens)
