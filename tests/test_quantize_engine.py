@@ -140,6 +140,12 @@ def test_batched_calibration_stops_each_prompt_where_it_stops_alone(tiny_trained
     lengths = [r["length"] for r in batched.records]
     assert lengths == [r["length"] for r in alone.records]
     assert len(set(lengths)) > 1 and max(lengths) < 200, "the prompts stop at different frames"
+    frames = [len(r["codes"]) for r in batched.records]
+    work = batched.describe()["rollout"]
+    assert work["talker_row_steps"] == 3 * max(frames)
+    assert work["stopped_row_steps"] == sum(max(frames) - f for f in frames) > 0
+    assert work["code_predictor_rows_skipped"] > 0
+    assert alone.describe()["rollout"]["stopped_row_steps"] == 0
     ref = synthetic_reference(seconds=1.0)
     with record_talker(tts) as record:
         tts.generate_voice_clone(text=[p.text for p in prompts[:2]], language=["English"] * 2,

@@ -37,6 +37,9 @@ class CalibrationSet:
     max_seq_len: int = 512
     #: Prompts per rollout batch: part of the recipe (padding changes the numerics).
     batch_size: int = 8
+    #: Rollout work: talker row-steps in all, those spent on rows that had already
+    #: stopped (the batch steps until its longest row stops), code-predictor rows skipped.
+    rollout: dict = field(default_factory=dict)
 
     def sha256(self) -> str:
         """Hash of the exact token content: texts, conditioning and the codec codes."""
@@ -55,6 +58,7 @@ class CalibrationSet:
             "sha256": self.sha256(),
             "prompts_sha256": prompt_set_sha256([(r["text"], r["language"])
                                                  for r in self.records]),
+            "rollout": self.rollout,
         }
 
     def padded(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +107,7 @@ def build_calibration(
                     key=lambda i: -expected_length(chosen[i]))
     batches = [rolled[k:k + batch_size] for k in range(0, len(rolled), batch_size)]
     bar = tqdm(total=len(chosen), desc="calibration", disable=not progress)
+    work = {"talker_row_steps": 0, "stopped_row_steps": 0, "code_predictor_rows_skipped": 0}
     for index in forced:
         results[index] = _teacher_forced(tts, chosen[index], conditioning[index])
         bar.update(1)
@@ -113,6 +118,10 @@ def build_calibration(
                    max_new_tokens=max_seq_len, do_sample=not greedy)
         for i, seq, codes in zip(batch, record.sequences(), record.codes, strict=True):
             results[i] = (seq, codes)
+        frames = [int(c.shape[0]) for c in record.codes]
+        work["talker_row_steps"] += len(frames) * max(frames)
+        work["stopped_row_steps"] += sum(max(frames) - f for f in frames)
+        work["code_predictor_rows_skipped"] += record.skipped_rows
         bar.update(len(batch))
     bar.close()
     sequences, records = [], []
@@ -127,7 +136,7 @@ def build_calibration(
             "codes_from": "audio" if prompt.audio else "rollout",
             "length": int(sequences[-1].shape[0]),
         })
-    return CalibrationSet(name, sequences, records, seed, max_seq_len, batch_size)
+    return CalibrationSet(name, sequences, records, seed, max_seq_len, batch_size, work)
 
 
 def expected_length(prompt: Prompt) -> int:
