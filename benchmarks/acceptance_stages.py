@@ -1,0 +1,178 @@
+"""The stages of ``gpu_acceptance.py``, each measured inside its own process.
+
+Imported by ``gpu_acceptance.py`` (this folder is on ``sys.path`` when it runs as a script,
+and in its tests); see that script's docstring for what each stage measures.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def _cuda(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def apply_cap(device: str, cap_gib: float) -> None:
+    import torch
+
+    if _cuda(device):
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gib * 2**30 / total), device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+class Peak:
+    """Peak memory since the last ``reset``: CUDA allocations, or RSS over a baseline."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        import torch
+
+        if _cuda(self.device):
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            from awq_tts.validate.memory import reset_peak_rss, rss_kib
+
+            self.base = rss_kib("VmRSS")
+            reset_peak_rss()
+
+    def gib(self) -> float:
+        import torch
+
+        if _cuda(self.device):
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) / 2**30
+        from awq_tts.validate.memory import rss_kib
+
+        return (rss_kib("VmHWM") - self.base) / 2**20
+
+
+def stage_env(args) -> dict:
+    import importlib.metadata as md
+
+    import torch
+
+    from awq_tts.runtime import available_backends
+
+    out = {"device": args.device, "torch": torch.__version__, "python": sys.version.split()[0],
+           "backends": available_backends(args.device)}
+    if _cuda(args.device):
+        out["gpu"] = torch.cuda.get_device_name(args.device)
+        out["capability"] = list(torch.cuda.get_device_capability(args.device))
+        out["total_gib"] = torch.cuda.get_device_properties(args.device).total_memory / 2**30
+    for name in ("transformers", "qwen-tts", "autoawq", "accelerate", "triton"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def stage_gpu_tests(args) -> dict:
+    run = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p",
+                          "no:cacheprovider", str(ROOT / "tests")], capture_output=True,
+                         text=True, cwd=ROOT)
+    lines = [ln for ln in run.stdout.splitlines() if ln.strip()]
+    summary = next((ln for ln in reversed(lines) if re.search(r"\d+ (passed|failed|skipped|"
+                                                               r"deselected|error)", ln)), "")
+    return {"exit_code": run.returncode, "summary": summary.strip("= "),
+            "failures": [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))][:10]}
+
+
+def _paths(args) -> tuple[Path, Path]:
+    return args.work / "bf16", args.work / "int4"
+
+
+def stage_build(args) -> dict:
+    """The bf16 checkpoint, and its RTN-packed INT4 twin for ``speak`` (same bytes as AWQ)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from memory import rtn_int4_twin
+
+    from awq_tts.testing import make_tiny_checkpoint
+
+    bf16, int4 = _paths(args)
+    start = time.perf_counter()
+    make_tiny_checkpoint(bf16, variant="voice_design", full_shape=not args.tiny, force=True)
+    rtn_int4_twin(bf16, int4.with_name("int4-rtn"))
+    size = sum(f.stat().st_size for f in bf16.rglob("*") if f.is_file())
+    return {"seconds": time.perf_counter() - start, "bytes": size, "full_shape": not args.tiny}
+
+
+def stage_speak_one(args) -> dict:
+    """One model (``--model bf16`` or a backend name) in this fresh process."""
+    import torch
+
+    from awq_tts.models.qwen3_tts.package import qwen_tts
+    from awq_tts.runtime import load
+    from awq_tts.synth import speak
+
+    qwen_tts()  # imports are the baseline, not the model
+    bf16, int4 = _paths(args)
+    apply_cap(args.device, args.cap_gib)
+    peak = Peak(args.device)
+    start = time.perf_counter()
+    if args.model == "bf16":
+        tts = load(bf16, device=args.device, dtype=torch.bfloat16)
+    else:
+        tts = load(int4.with_name("int4-rtn"), device=args.device, dtype=torch.bfloat16,
+                   backend=args.model)
+    out = {"load_s": time.perf_counter() - start, "load_peak_gib": peak.gib(),
+           "backend": tts.awq_backend}
+    frames = args.frames
+    with torch.no_grad():
+        result = speak(tts, "Hello there. " * 30, instruct="A calm, clear voice.",
+                       max_new_tokens=frames, do_sample=True, subtalker_dosample=True)
+    out.update({"audio_s": result.seconds_audio, "wall_s": result.seconds_wall,
+                "rtf": result.real_time_factor, "peak_gib": peak.gib(),
+                "frames_cap": frames})
+    return out
+
+
+def stage_quantize(args) -> dict:
+    from awq_tts import quantize
+
+    bf16, int4 = _paths(args)
+    apply_cap(args.device, args.cap_gib)
+    peak = Peak(args.device)
+    summary = quantize(bf16, int4, device=args.device, n_samples=args.n_samples,
+                       max_seq_len=args.max_seq_len, batch_size=8, force=True, progress=False)
+    per_layer = [r.seconds for r in summary.layer_reports]
+    factor = (128 * 512) / (args.n_samples * args.max_seq_len)
+    return {"n_samples": args.n_samples, "max_seq_len": args.max_seq_len,
+            "wall_s": summary.seconds, "calibration_s": summary.calibration_seconds,
+            "walk_s": summary.walk_seconds, "layer_s": per_layer, "peak_gib": peak.gib(),
+            "layers": len(per_layer),
+            "extrapolated_default_s": factor * (summary.calibration_seconds
+                                                + summary.walk_seconds),
+            "extrapolation": f"calibration and walk × {factor:g} (token ratio to 128 × 512; an "
+                             f"upper bound: the search replays at most --loss-tokens tokens)"}
+
+
+def stage_validate(args) -> dict:
+    from awq_tts.validate import validate_awq_quality
+
+    bf16, int4 = _paths(args)
+    report = validate_awq_quality(int4, reference=str(bf16), device=args.device, n_prompts=2,
+                                  max_new_tokens=args.validate_tokens, record=False,
+                                  progress=False, full=True)
+    return {"verdict": report.verdict, "checks": {c.name: c.status for c in report.checks},
+            "backend": report.metrics.get("runtime", {}).get("backend"),
+            "memory": report.metrics.get("memory"),
+            "note": "random weights never stop: tokens capped, the verdict is not judged"}
+
+
+STAGE_FUNCTIONS = {"env": stage_env, "gpu_tests": stage_gpu_tests, "build": stage_build,
+                   "speak_one": stage_speak_one, "quantize": stage_quantize,
+                   "validate": stage_validate}
+
+
