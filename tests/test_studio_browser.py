@@ -90,8 +90,8 @@ def test_two_tag_script_renders_in_chromium(studio_url, tmp_path):
             trust = page.locator("#trust").inner_text()
             table = page.locator("#verdict-table").inner_text()
             plotted = page.locator("#verdict-plot img, #verdict-plot svg").count()
-            if SHOT is not None:
-                page.screenshot(path=str(SHOT), full_page=True)
+            shot = SHOT or tmp_path / "studio.png"  # AWQ_TTS_SCREENSHOT keeps it
+            page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
     for audio, rate in takes:  # two segments of a few frames each, plus the pause
@@ -105,3 +105,4 @@ def test_two_tag_script_renders_in_chromium(studio_url, tmp_path):
         ("Calm", "Hello there."), ("Excited", "See you later!")]
     assert "Last validation: PASS" in trust
     assert "kl_mean" in table and "eos_prob_ratio" in table and plotted > 0
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
