@@ -34,8 +34,23 @@ def print_quantize_summary(summary) -> None:
     cal = summary.calibration
     table.add_row("calibration", f"{cal['name']}: {cal['count']} seqs, {cal['tokens']} tokens")
     table.add_row("calibration sha256", cal["sha256"][:16] + "…")
-    table.add_row("wall time", f"{summary.seconds:.1f} s")
+    rollout = _rollout_line(cal)
+    if rollout:
+        table.add_row("rollout work", rollout)
+    table.add_row("wall time", f"{summary.seconds:.1f} s (calibration "
+                  f"{summary.calibration_seconds:.1f} s, layers {summary.walk_seconds:.1f} s)")
     console.print(table)
+
+
+def _rollout_line(cal: dict) -> str:
+    """``2960 talker row-steps, 914 (30.9 %) on rows that had stopped`` (or '' if unknown)."""
+    work = cal.get("rollout") or {}
+    steps = work.get("talker_row_steps")
+    if not steps:
+        return ""
+    waste = work.get("stopped_row_steps", 0)
+    return (f"{steps} talker row-steps, {waste} ({waste / steps:.1%}) on rows that had "
+            f"already stopped")
 
 
 def print_provenance(folder: Path) -> None:
@@ -60,6 +75,8 @@ def _print_record(folder: Path, record: dict) -> None:
                   f"{q['version']}, {len(q['quantized_linears'])} linears")
     console.print(f"calibration: {cal['name']}, {cal['count']} sequences, {cal['tokens']} tokens, "
                   f"max_seq_len {cal['max_seq_len']}, seed {cal['seed']}, sha256 {cal['sha256']}")
+    if _rollout_line(cal):
+        console.print(f"rollout work: {_rollout_line(cal)}")
     versions = ", ".join(f"{k} {v}" for k, v in sorted(record["versions"].items()))
     console.print(f"versions: {versions}")
     console.print(f"device {record['device']}, wall time {record['wall_seconds']} s")
