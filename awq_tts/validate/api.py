@@ -14,6 +14,7 @@ from ..errors import UsageError
 from ..format import provenance
 from ..format.source import resolve
 from ..io import require_readable_audio
+from ..models import adapter_for
 from ..runtime import load
 from ..runtime.backends import get_backend
 from ..synth import synthetic_reference
@@ -135,11 +136,13 @@ def validate_awq_quality(
     prompt_list = prompt_list[:n_prompts] if n_prompts else prompt_list
     if ref_audio is not None:
         require_readable_audio(ref_audio, f"cannot read --ref-audio {ref_audio}")
-    ref_path = resolve(reference).path
-    audit = weights_audit(quant, ref_path)
+    ref_source = resolve(reference)
+    ref_path = ref_source.path
+    mapping = adapter_for(ref_source.config.get("model_type"), reference).mapping
+    audit = weights_audit(quant, ref_path, mapping)
     static = [audit_check(audit)]
     if not audit.unloadable:
-        static.append(untouched_check(untouched_differences(quant, ref_path)))
+        static.append(untouched_check(untouched_differences(quant, ref_path, mapping)))
     if any(c.failed for c in static) and (audit.unloadable or not full):
         why = ("the config and the tensors disagree, so the model cannot be loaded"
                if audit.unloadable else "the static checks failed (pass full=True / --full "

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..models.mapping import QWEN3_TTS_TALKER
+from ..models import adapter_of
+from ..models.mapping import decoder_layers as mapping_layers
 from ..quantizer import numerics
 from ..runtime import load
 from . import teacher
@@ -20,9 +21,9 @@ from . import teacher
 def rtn_twin(reference: str, device: str, group_size: int):
     """The reference model, loaded again, with its talker decoder linears fake-quantized."""
     twin = load(reference, device=device, dtype=torch.bfloat16)
-    layers = twin.model.get_submodule(QWEN3_TTS_TALKER.layers)
-    for layer in layers:
-        for name in QWEN3_TTS_TALKER.quantized:
+    mapping = adapter_of(twin).mapping
+    for layer in mapping_layers(twin.model, mapping):
+        for name in mapping.quantized:
             linear = layer.get_submodule(name)
             linear.weight.copy_(numerics.fake_quantize(linear.weight.float(), group_size)
                                 .to(linear.weight.dtype))
