@@ -22,7 +22,7 @@ wavs, sr = tts.generate_voice_clone(text="Hi.", language="English",
     ref_audio=(__import__("numpy").zeros(24000, dtype="float32") + 0.1, 24000),
     x_vector_only_mode=True, max_new_tokens=4)
 print(json.dumps(sorted(m for m in sys.modules
-                        if m.startswith(("awq_tts.quantizer", "awq_tts.calibration")))))
+                        if m.startswith(("awq_tts.quantize", "awq_tts.calibration")))))
 """
 
 
