@@ -92,6 +92,20 @@ def test_budgeted_quantize_is_deterministic_and_recorded(tiny_base, tmp_path):
     assert all(layer["output_error"] > 0 for layer in record["layers"])
 
 
+def test_bf16_activation_store_halves_the_inputs_and_is_recorded(tiny_base, tmp_path):
+    hidden = torch.randn(2, 5, 8)
+    inputs = LayerInputs(hidden, {}, torch.ones(2, 5, dtype=torch.bool), {},
+                         torch.device("cpu"), store_dtype=torch.bfloat16)
+    assert inputs.hidden.dtype == torch.bfloat16
+    seen = []
+    inputs.run(lambda x, _kw: seen.append(x.dtype) or x)
+    assert seen == [torch.float32], "chunks compute in float32"
+    quantize(tiny_base, tmp_path / "q", activation_dtype="bfloat16", **FAST)
+    record = json.loads((tmp_path / "q" / "noesis_provenance.json").read_text())
+    assert record["quantization"]["activation_dtype"] == "bfloat16"
+    assert all(layer["awq_error"] <= layer["rtn_error"] for layer in record["layers"])
+
+
 def test_one_decoder_layer_resident_during_the_walk(tiny_base, tmp_path, monkeypatch):
     seen: list[int] = []
     original = walker.quantize_layer

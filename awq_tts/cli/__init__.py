@@ -157,10 +157,15 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
 @click.option("--offload-activations", is_flag=True,
               help="Keep the layer activations on the CPU, not on the GPU (for GPUs under "
                    "8 GB; same result, more PCIe traffic).")
+@click.option("--activation-dtype", type=click.Choice(["float32", "bfloat16"]),
+              default="float32", show_default=True,
+              help="Dtype the layer inputs are kept in between layers: bfloat16 halves that "
+                   "memory (the search still computes in float32).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @friendly
 def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, revision,
-             ref_audio, batch_size, method, loss_tokens, offload_activations, force) -> None:
+             ref_audio, batch_size, method, loss_tokens, offload_activations,
+             activation_dtype, force) -> None:
     """Quantize the talker of SRC (folder or hub id) to AWQ INT4 and write a checkpoint."""
     from ..quantizer import quantize as run
     from ..report import print_quantize_summary
@@ -168,7 +173,8 @@ def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, 
     summary = run(src, out, group_size=group_size, n_samples=n_samples, max_seq_len=max_seq_len,
                   seed=seed, device=device, force=force, calib=calib, revision=revision,
                   batch_size=batch_size, method=method, ref_audio=ref_audio,
-                  loss_tokens=loss_tokens or None, offload_activations=offload_activations)
+                  loss_tokens=loss_tokens or None, offload_activations=offload_activations,
+                  activation_dtype=activation_dtype)
     print_quantize_summary(summary)
 
 

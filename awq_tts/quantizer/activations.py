@@ -34,11 +34,20 @@ class LayerInputs:
     batch_size: int = 8
     #: Where ``hidden``, ``valid`` and every ``run`` output live (None: ``device``).
     store: torch.device | None = None
+    #: The dtype ``hidden`` is kept in (bfloat16 halves it; chunks compute in float32).
+    store_dtype: torch.dtype = torch.float32
 
     def __post_init__(self) -> None:
         self.store = torch.device(self.device if self.store is None else self.store)
-        self.hidden = self.hidden.to(self.store)
+        self.hidden = self.hidden.to(self.store, self.store_dtype)
         self.valid = self.valid.to(self.store)
+
+    def keep(self, hidden: torch.Tensor) -> None:
+        """Make ``hidden`` (the next layer's input) the stored input, in the store dtype."""
+        self.hidden = hidden.to(self.store, self.store_dtype)
+
+    def _chunk(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return x[start:stop].to(self.device, torch.float32)
 
     def _slice(self, start: int, stop: int) -> dict:
         out = {}
@@ -54,7 +63,7 @@ class LayerInputs:
         outs = []
         for start in range(0, x.shape[0], self.batch_size):
             stop = min(start + self.batch_size, x.shape[0])
-            out = fn(x[start:stop].to(self.device), self._slice(start, stop))
+            out = fn(self._chunk(x, start, stop), self._slice(start, stop))
             outs.append(out.float().to(self.store))
         return torch.cat(outs, dim=0)
 
@@ -67,7 +76,7 @@ class LayerInputs:
         total = None
         for start in range(0, x.shape[0], self.batch_size):
             stop = min(start + self.batch_size, x.shape[0])
-            out = fn(x[start:stop].to(self.device), self._slice(start, stop)).float()
+            out = fn(self._chunk(x, start, stop), self._slice(start, stop)).float()
             mask = self.valid[start:stop].to(out.device)
             part = (out - ref[start:stop].to(out.device))[mask].pow(2).sum()
             total = part if total is None else total + part
@@ -82,7 +91,8 @@ class LayerInputs:
         kwargs = {**self.kwargs, **kwargs}
         index = sequences.to(self.store)
         return LayerInputs(self.hidden[index], kwargs, self.valid[index],
-                           self.batch_dims, self.device, self.batch_size, self.store)
+                           self.batch_dims, self.device, self.batch_size, self.store,
+                           self.store_dtype)
 
     def valid_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C]`` rows of ``x`` at valid positions."""

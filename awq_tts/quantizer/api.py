@@ -57,6 +57,7 @@ def quantize(
     progress: bool = True,
     loss_tokens: int | None = LOSS_TOKENS,
     offload_activations: bool = False,
+    activation_dtype: str = "float32",
 ) -> QuantizeSummary:
     """Quantize the talker decoder linears of ``src`` to AWQ INT4 and write ``out``.
 
@@ -65,7 +66,8 @@ def quantize(
     ``out`` is written atomically (a temporary sibling renamed at the end) and holds
     ``noesis_provenance.json``. ``loss_tokens`` is the search's token budget (``None``:
     every calibration token). ``offload_activations`` keeps the layer activations on the
-    CPU while a GPU quantizes (same result, for cards under 8 GB).
+    CPU while a GPU quantizes (same result, for cards under 8 GB); ``activation_dtype``
+    "bfloat16" keeps them at half the memory.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -84,10 +86,14 @@ def quantize(
     if loss_tokens is not None and (not isinstance(loss_tokens, int) or loss_tokens < 1):
         raise UsageError(f"--loss-tokens {loss_tokens}: give a whole number of at least 1 "
                          f"(0 on the command line, None in Python: every token)")
+    if activation_dtype not in ("float32", "bfloat16"):
+        raise UsageError(f"--activation-dtype {activation_dtype!r}: choose 'float32' or "
+                         f"'bfloat16'")
     if method not in METHODS:
         raise UsageError(f"--method {method!r}: choose {' or '.join(map(repr, METHODS))}")
     config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size, method=method,
-                         loss_tokens=loss_tokens, offload_activations=offload_activations)
+                         loss_tokens=loss_tokens, offload_activations=offload_activations,
+                         activation_dtype=activation_dtype)
 
     inputs = [src_info.path, *(p for p in (calib, ref_audio) if p and Path(p).exists())]
     with atomic_output_dir(out, force=force, inputs=inputs,
@@ -202,6 +208,7 @@ def _record(src_info, config, calibration, device, result, summary) -> dict:
             "clip_tokens": config.clip_tokens, "loss_tokens": config.loss_tokens,
             "loss_tokens_drawn": result.loss_tokens,
             "activations": "cpu" if config.offload_activations else "device",
+            "activation_dtype": config.activation_dtype,
             "quantized_linears": sorted(result.packed),
         },
         "calibration": calibration.describe(),

@@ -55,7 +55,7 @@ def walk(
     kwargs = map_tensors(float_kwargs(kwargs), lambda t: t.to(device))
     store = torch.device("cpu") if config.offload_activations else device
     inputs = LayerInputs(hidden, kwargs, mask.bool(), batch_dims, device, config.batch_size,
-                         store)
+                         store, getattr(torch, config.activation_dtype))
     inputs.hidden[~inputs.valid] = 0
     sample = draw(inputs.valid, config.loss_tokens, config.seed)
     result = WalkResult({}, {}, [], sample.tokens)
@@ -76,7 +76,7 @@ def walk(
         else:
             layer.to(device="cpu", dtype=source_dtype)
         next_hidden[~inputs.valid] = 0
-        inputs.hidden = next_hidden
+        inputs.keep(next_hidden)
         report.seconds = time.perf_counter() - started
         result.layers.append(report)
         yield report
