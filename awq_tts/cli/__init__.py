@@ -13,7 +13,7 @@ import click
 
 from .. import __version__
 from ..errors import UsageError
-from ..quantizer.recipe import LOSS_TOKENS, METHODS
+from ..quantizer.recipe import ACTIVATION_DTYPES, LOSS_TOKENS, METHODS
 from .common import BACKEND_HELP, DEVICE_HELP, friendly
 from .interop import export
 from .studio import studio
@@ -157,7 +157,7 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
 @click.option("--offload-activations", is_flag=True,
               help="Keep the layer activations on the CPU, not on the GPU (for GPUs under "
                    "8 GB; same result, more PCIe traffic).")
-@click.option("--activation-dtype", type=click.Choice(["float32", "bfloat16"]),
+@click.option("--activation-dtype", type=click.Choice(list(ACTIVATION_DTYPES)),
               default="float32", show_default=True,
               help="Dtype the layer inputs are kept in between layers: bfloat16 halves that "
                    "memory (the search still computes in float32).")

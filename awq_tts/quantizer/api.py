@@ -19,7 +19,7 @@ from ..io import require_readable_audio
 from ..models import adapter_for
 from ..models.mapping import LayerMapping, decoder_layers
 from ..output import atomic_output_dir
-from .recipe import METHODS, Method
+from .recipe import ACTIVATION_DTYPES, METHODS, ActivationDtype, Method
 from .resident import LayerLoader, release_for_walk
 from .walker import LOSS_TOKENS, LayerReport, QuantConfig, WalkResult, walk
 
@@ -57,7 +57,7 @@ def quantize(
     progress: bool = True,
     loss_tokens: int | None = LOSS_TOKENS,
     offload_activations: bool = False,
-    activation_dtype: str = "float32",
+    activation_dtype: ActivationDtype = "float32",
 ) -> QuantizeSummary:
     """Quantize the talker decoder linears of ``src`` to AWQ INT4 and write ``out``.
 
@@ -86,9 +86,9 @@ def quantize(
     if loss_tokens is not None and (not isinstance(loss_tokens, int) or loss_tokens < 1):
         raise UsageError(f"--loss-tokens {loss_tokens}: give a whole number of at least 1 "
                          f"(0 on the command line, None in Python: every token)")
-    if activation_dtype not in ("float32", "bfloat16"):
-        raise UsageError(f"--activation-dtype {activation_dtype!r}: choose 'float32' or "
-                         f"'bfloat16'")
+    if activation_dtype not in ACTIVATION_DTYPES:
+        raise UsageError(f"--activation-dtype {activation_dtype!r}: choose "
+                         f"{' or '.join(map(repr, ACTIVATION_DTYPES))}")
     if method not in METHODS:
         raise UsageError(f"--method {method!r}: choose {' or '.join(map(repr, METHODS))}")
     config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size, method=method,

@@ -18,6 +18,9 @@ LOSS_TOKENS = 2048
 #: "awq" (scale + clip search) or "rtn" (plain round-to-nearest, the baseline).
 Method = Literal["awq", "rtn"]
 METHODS: tuple[str, ...] = get_args(Method)
+#: The dtypes the layer inputs may be kept in between layers.
+ActivationDtype = Literal["float32", "bfloat16"]
+ACTIVATION_DTYPES: tuple[str, ...] = get_args(ActivationDtype)
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class QuantConfig:
     #: The dtype the layer inputs are kept in between layers. "bfloat16" halves that memory
     #: and stores what a bf16 model's next layer reads at inference; the search still
     #: computes in float32. The default keeps earlier outputs byte-identical.
-    activation_dtype: Literal["float32", "bfloat16"] = "float32"
+    activation_dtype: ActivationDtype = "float32"
 
     def as_quantization_config(self, not_converted: list[str]) -> dict:
         """The ``quantization_config`` block of ``config.json`` (transformers' AWQ schema)."""
