@@ -117,7 +117,12 @@ def check_request(model, language: str, ref_audio: str | None) -> None:
         raise UsageError(f"unsupported language {language!r}; this model supports: "
                          f"{', '.join(sorted(supported))}")
     if ref_audio is not None:
-        require_readable_audio(ref_audio, f"cannot read reference audio {ref_audio}")
+        require_ref_audio(ref_audio)
+
+
+def require_ref_audio(ref_audio: str | Path) -> None:
+    """One line for a reference clip that cannot be read (synthesize and the studio)."""
+    require_readable_audio(ref_audio, f"cannot read reference audio {ref_audio}")
 
 
 def peak_memory_bytes(device: str) -> int:

@@ -25,9 +25,9 @@ import soundfile
 import torch
 
 from ..errors import UsageError
-from ..io import require_readable_audio
 from ..models import adapter_of
 from ..output import atomic_output_file
+from ..synth import require_ref_audio
 from .script import Script
 
 
@@ -94,18 +94,14 @@ def _speaker(tts, kind: str, voice: Voice):
         if voice.ref_audio is None:
             raise UsageError("a Base model clones a voice: give a reference clip")
         if isinstance(voice.ref_audio, str | Path):  # the same refusal as `synthesize`
-            require_readable_audio(voice.ref_audio,
-                                   f"cannot read reference audio {voice.ref_audio}")
+            require_ref_audio(voice.ref_audio)
         fixed = adapter.clone_once(tts, {"ref_audio": voice.ref_audio,
                                          "ref_text": voice.ref_text})
         return lambda text, lang, _d, n: adapter.generate(tts, [text], [lang], [fixed],
                                                           max_new_tokens=n)
     if kind == "custom_voice":
-        speakers = adapter.speakers(tts)
-        chosen = (voice.speaker or (speakers[0] if speakers else "")).lower()
-        if chosen not in speakers:
-            raise UsageError(f"unknown speaker {voice.speaker!r}; this model has: "
-                             f"{', '.join(speakers)}")
+        speakers = adapter.speakers(tts)  # generate refuses an unknown speaker in one line
+        chosen = voice.speaker or (speakers[0] if speakers else "")
         return lambda text, lang, d, n: adapter.generate(
             tts, [text], [lang], [{"speaker": chosen, "instruct": d}], max_new_tokens=n)
     adapter.variant(tts)  # refuses an unknown variant
