@@ -55,13 +55,13 @@ def _rollout_line(cal: dict) -> str:
 
 def print_provenance(folder: Path) -> None:
     """Print the record; a record missing or mistyping a field is a one-line UsageError."""
-    record = provenance.Provenance.read(folder).record
+    held = provenance.Provenance.read(folder)
     try:
-        _print_record(folder, record)
+        _print_record(folder, held.record)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UsageError(f"{folder}/{provenance.FILENAME} is damaged: field {exc} is missing "
                          f"or has the wrong type") from None
-    console.print(f"provenance sha256: {provenance.Provenance.read(folder).sha256}", soft_wrap=True)
+    console.print(f"provenance sha256: {held.sha256}", soft_wrap=True)
 
 
 def _print_record(folder: Path, record: dict) -> None:
@@ -75,8 +75,9 @@ def _print_record(folder: Path, record: dict) -> None:
                   f"{q['version']}, {len(q['quantized_linears'])} linears")
     console.print(f"calibration: {cal['name']}, {cal['count']} sequences, {cal['tokens']} tokens, "
                   f"max_seq_len {cal['max_seq_len']}, seed {cal['seed']}, sha256 {cal['sha256']}")
-    if _rollout_line(cal):
-        console.print(f"rollout work: {_rollout_line(cal)}")
+    rollout = _rollout_line(cal)
+    if rollout:
+        console.print(f"rollout work: {rollout}")
     versions = ", ".join(f"{k} {v}" for k, v in sorted(record["versions"].items()))
     console.print(f"versions: {versions}")
     console.print(f"device {record['device']}, wall time {record['wall_seconds']} s")

@@ -53,12 +53,13 @@ def build_app(session: StudioSession):
         files = gr.File(label="Exports (wav + JSON sidecar)", file_count="multiple",
                         elem_id="exports")
         with gr.Accordion("Trust panel", open=True):
-            gr.Markdown(session.trust_markdown(), elem_id="trust")
-            table = session.verdict_table()
+            info = session.trust()  # the record is read and hashed once per page
+            gr.Markdown(session.trust_markdown(info), elem_id="trust")
+            table = session.verdict_table(info)
             if table:
                 gr.Dataframe(table, headers=["check", "value", "bound", "result"],
                              label="Last verdict", interactive=False, elem_id="verdict-table")
-            figure = session.verdict_figure()
+            figure = session.verdict_figure(info)
             if figure is not None:
                 gr.Plot(figure, label="Last verdict: cosine per layer",
                         elem_id="verdict-plot")

@@ -135,8 +135,9 @@ class StudioSession:
             "last_validation": validations[-1] if validations else None,
         }
 
-    def trust_markdown(self) -> str:
-        info = self.trust()
+    def trust_markdown(self, info: dict | None = None) -> str:
+        """The trust panel as Markdown (``info``: a ``trust()`` already read)."""
+        info = info or self.trust()
         if "error" in info:
             return f"**No provenance:** {info['error']}"
         lines = [f"**Source:** `{info['source']}` ({info['source_files_hashed']} files hashed)",
@@ -154,14 +155,14 @@ class StudioSession:
                          f"(backend {last.get('backend')}) — {checks}")
         return "\n\n".join(lines)
 
-    def verdict_table(self) -> list[list[str]]:
+    def verdict_table(self, info: dict | None = None) -> list[list[str]]:
         """The last verdict's check table (check, value, bound, result); empty if none."""
-        last = self.trust().get("last_validation") or {}
+        last = (info or self.trust()).get("last_validation") or {}
         return [list(map(str, row)) for row in last.get("table", [])]
 
-    def verdict_figure(self):
+    def verdict_figure(self, info: dict | None = None):
         """The last verdict's hidden-state cosine per talker layer (matplotlib), or None."""
-        cosine = (self.trust().get("last_validation") or {}).get("layer_cosine")
+        cosine = ((info or self.trust()).get("last_validation") or {}).get("layer_cosine")
         if not cosine:
             return None
         import matplotlib
