@@ -19,6 +19,7 @@ from ..format import checkpoint, provenance
 from ..format.checkpoint import CheckpointTensors
 from ..format.packing import PackedLinear
 from ..format.source import read_json
+from ..models import adapter_for
 from ..output import atomic_output_dir
 from . import compressed_tensors as ct
 
@@ -41,10 +42,12 @@ def export(int4_dir: str | Path, out: str | Path, format: str = "compressed-tens
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             return out
         config = read_json(src / "config.json")
+        adapter = adapter_for(config.get("model_type"), src)
         group = int(config["quantization_config"]["group_size"])
         checkpoint.copy_non_weight_files(src, tmp, skip=(provenance.FILENAME, "config.json"))
         checkpoint.write_config(config, tmp,
-                                ct.quantization_config(group, ct.untouched_linears(src)))
+                                ct.quantization_config(group, ct.untouched_linears(src, adapter),
+                                                       adapter.mapping))
         tensors = CheckpointTensors(src)
         checkpoint.write_tensors(_converted(tensors, packed, pack), tmp)
         origin = provenance.Provenance.read(src)

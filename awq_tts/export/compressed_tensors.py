@@ -24,11 +24,10 @@ import torch
 
 from ..errors import UsageError
 from ..format.packing import PackedLinear, unpack_gemm
+from ..models.mapping import LayerMapping, float_linears, target_pattern
 
 #: The compressed-tensors release this converter is tested against (see the module doc).
 PINNED = "0.14.0.1"
-#: The talker decoder linears, the only modules compressed-tensors treats as quantized.
-TARGET = r"re:.*talker\.model\.layers\.\d+\.(self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj$"
 
 
 def pack_to_int32():
@@ -65,14 +64,15 @@ def convert_linear(prefix: str, packed: PackedLinear, pack) -> dict[str, torch.T
     return out
 
 
-def quantization_config(group_size: int, ignore: list[str]) -> dict:
-    """The ``quantization_config`` compressed-tensors and transformers read."""
+def quantization_config(group_size: int, ignore: list[str], mapping: LayerMapping) -> dict:
+    """The ``quantization_config`` compressed-tensors and transformers read; the quantized
+    decoder linears are its only target."""
     return {
         "quant_method": "compressed-tensors",
         "format": "pack-quantized",
         "quantization_status": "compressed",
         "config_groups": {"group_0": {
-            "targets": [TARGET],
+            "targets": [f"re:.*{target_pattern(mapping)}"],
             "weights": {"num_bits": 4, "type": "int", "symmetric": False, "strategy": "group",
                         "group_size": group_size, "dynamic": False, "observer": "minmax"},
             "input_activations": None,
@@ -84,17 +84,6 @@ def quantization_config(group_size: int, ignore: list[str]) -> dict:
     }
 
 
-def untouched_linears(folder: Path) -> list[str]:
-    """Every ``nn.Linear`` of the model outside the talker decoder layers (built on meta)."""
-    from ..models.qwen3_tts.package import qwen_tts
-
-    qwen_tts()
-    from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSConfig
-    from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSForConditionalGeneration
-
-    config = Qwen3TTSConfig.from_pretrained(str(folder))
-    with torch.device("meta"):
-        model = Qwen3TTSForConditionalGeneration(config)
-    prefix = "talker.model.layers."
-    return sorted(name for name, module in model.named_modules()
-                  if isinstance(module, torch.nn.Linear) and not name.startswith(prefix))
+def untouched_linears(folder: Path, adapter) -> list[str]:
+    """Every ``nn.Linear`` of the model outside the quantized layers (built on meta)."""
+    return float_linears(adapter.empty_model(folder), adapter.mapping)

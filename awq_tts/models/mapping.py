@@ -10,6 +10,7 @@ that names it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from torch import nn
@@ -115,6 +116,19 @@ def decoder_layers(model: nn.Module, mapping: LayerMapping = QWEN3_TTS_TALKER) -
     if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
         raise MappingError(f"'{mapping.layers}' is not a non-empty ModuleList")
     return layers
+
+
+def float_linears(model: nn.Module, mapping: LayerMapping) -> list[str]:
+    """Every ``nn.Linear`` of ``model`` outside the quantized decoder layers (stays float)."""
+    prefix = mapping.layers + "."
+    return sorted(name for name, module in model.named_modules()
+                  if isinstance(module, nn.Linear) and not name.startswith(prefix))
+
+
+def target_pattern(mapping: LayerMapping) -> str:
+    """A regular expression matching the full name of every quantized linear."""
+    names = "|".join(re.escape(name) for name in mapping.quantized)
+    return rf"{re.escape(mapping.layers)}\.\d+\.({names})$"
 
 
 def quantized_linears(layer: nn.Module, mapping: LayerMapping = QWEN3_TTS_TALKER) -> dict:

@@ -17,7 +17,7 @@ from ..errors import UsageError
 from ..format import checkpoint, provenance, source
 from ..io import require_readable_audio
 from ..models import adapter_for
-from ..models.mapping import LayerMapping, decoder_layers
+from ..models.mapping import LayerMapping, decoder_layers, float_linears
 from ..output import atomic_output_dir
 from .recipe import ACTIVATION_DTYPES, METHODS, ActivationDtype, Method
 from .resident import LayerLoader, release_for_walk
@@ -168,11 +168,7 @@ def _walk(model, mapping: LayerMapping, calibration: CalibrationSet, config: Qua
 
 def _not_converted(model, mapping: LayerMapping) -> list[str]:
     """Top-level modules holding linears that stay in the source dtype."""
-    prefix = mapping.layers + "."
-    names = set()
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not name.startswith(prefix):
-            names.add(".".join(name.split(".")[:2]))
+    names = {".".join(name.split(".")[:2]) for name in float_linears(model, mapping)}
     names |= {name for name in mapping.not_converted
               if getattr(model, name, None) is not None}
     return sorted(names)
