@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,23 @@ GREEDY = dict(do_sample=False, subtalker_dosample=False)
 FAST = dict(n_samples=8, max_seq_len=48, progress=False)
 #: Training steps of the session's trained tiny model (the demo trains 200).
 TRAINED_STEPS = 80
+
+
+@contextlib.contextmanager
+def serve_studio(session) -> Iterator[str]:
+    """The studio page of ``session`` on a free loopback port; yields its URL."""
+    from awq_tts.studio.app import build_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = build_app(session)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+               quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -149,25 +149,15 @@ TABLE = {"headers": ["tag", "instruction", "text"], "data": []}
 
 def test_page_renders_over_http(session, tmp_path):
     """The Gradio page served on a loopback port, driven through its HTTP API."""
-    import socket
-
+    import soundfile
+    from conftest import serve_studio
     from gradio_client import Client, handle_file
 
-    from awq_tts.studio.app import build_app
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = build_app(session)
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-               quiet=True)
-    try:
-        import soundfile
-
+    with serve_studio(session) as url:
         clip = tmp_path / "me.wav"
         wav, sr = synthetic_reference(seconds=1.0)
         soundfile.write(clip, wav, sr)
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(url, verbose=False)
         a, b, figures, files = client.predict(
             "[Calm] Hello there. [Excited] Bye now!", TABLE, handle_file(str(clip)), "", None,
             "", 3, 0.3, True, False, api_name="/render")[:4]  # (the states are not sent)
@@ -179,5 +169,3 @@ def test_page_renders_over_http(session, tmp_path):
         with pytest.raises(Exception, match="give a reference clip"):  # one line, no trace
             client.predict("Hello.", TABLE, None, "", None, "", 0, 0.3, False, False,
                            api_name="/render")
-    finally:
-        app.close()

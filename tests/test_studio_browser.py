@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,8 @@ def studio_url(tiny_trained, tiny_trained_awq, tmp_path_factory):
     """The studio on a free port, over a validated copy of the INT4 model."""
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
                         "(pip install -e '.[dev]')")
-    from awq_tts.studio.app import build_app
+    from conftest import serve_studio
+
     from awq_tts.studio.session import StudioSession
     from awq_tts.validate import validate_awq_quality
 
@@ -47,14 +47,8 @@ def studio_url(tiny_trained, tiny_trained_awq, tmp_path_factory):
     shutil.copytree(tiny_trained_awq, quant)
     validate_awq_quality(quant, n_prompts=1, max_new_tokens=60, progress=False)
     session = StudioSession(quant, tiny_trained, device="cpu", out_dir=root / "renders")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = build_app(session)
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-               quiet=True)
-    yield f"http://127.0.0.1:{port}/", root
-    app.close()
+    with serve_studio(session) as url:
+        yield url, root
 
 
 def test_two_tag_script_renders_in_chromium(studio_url, tmp_path):
