@@ -43,14 +43,17 @@ def print_quantize_summary(summary) -> None:
 
 
 def _rollout_line(cal: dict) -> str:
-    """``2960 talker row-steps, 914 (30.9 %) on rows that had stopped`` (or '' if unknown)."""
+    """``2046 talker row-steps (2960 if each batch ran to its longest row), 0 (0.0%) on rows
+    that had already stopped`` (or '' if unknown)."""
     work = cal.get("rollout") or {}
     steps = work.get("talker_row_steps")
     if not steps:
         return ""
     waste = work.get("stopped_row_steps", 0)
-    return (f"{steps} talker row-steps, {waste} ({waste / steps:.1%}) on rows that had "
-            f"already stopped")
+    whole = work.get("batch_row_steps")
+    longest = f" ({whole} if each batch ran to its longest row)" if whole else ""
+    return (f"{steps} talker row-steps{longest}, {waste} ({waste / steps:.1%}) on rows that "
+            f"had already stopped")
 
 
 def print_provenance(folder: Path) -> None:

@@ -139,8 +139,9 @@ def test_nan_outside_the_layers_is_named():
 
 
 def test_batched_calibration_stops_each_prompt_where_it_stops_alone(tiny_trained):
-    """Greedy rollouts of the trained model: a batch of prompts of different lengths ends
-    each one at the frame it ends alone, and the code predictor skips stopped rows."""
+    """Greedy calibration of the trained model: each sample leaves its batch at its own
+    end-of-speech and speaks exactly the codes qwen-tts's own ``generate`` gives it alone,
+    with talker inputs bit-identical to transformers' batched decode."""
     from awq_tts.calibration import build_calibration, builtin_prompts
     from awq_tts.models.qwen3_tts.patches import record_talker
     from awq_tts.runtime import load
@@ -148,24 +149,48 @@ def test_batched_calibration_stops_each_prompt_where_it_stops_alone(tiny_trained
 
     tts = load(tiny_trained, dtype=torch.float32)
     prompts = builtin_prompts()[:3]
-    common = dict(n_samples=3, max_seq_len=200, progress=False, greedy=True)
-    batched = build_calibration(tts, prompts, batch_size=3, **common)
-    alone = build_calibration(tts, prompts, batch_size=1, **common)
-    lengths = [r["length"] for r in batched.records]
-    assert lengths == [r["length"] for r in alone.records]
-    assert len(set(lengths)) > 1 and max(lengths) < 200, "the prompts stop at different frames"
+    batched = build_calibration(tts, prompts, n_samples=3, max_seq_len=200, progress=False,
+                                greedy=True, batch_size=3)
+    ref = synthetic_reference(seconds=1.5, seed=0, pitch=110.0)
+
+    def speak(texts, drop):
+        with record_talker(tts, drop_stopped=drop) as record:
+            tts.generate_voice_clone(text=texts, language=["English"] * len(texts),
+                                     ref_audio=[ref] * len(texts),
+                                     x_vector_only_mode=[True] * len(texts),
+                                     max_new_tokens=200, do_sample=False,
+                                     subtalker_dosample=False)
+        return record
+
+    alone = [speak([p.text], drop=False).codes[0] for p in prompts]
     frames = [len(r["codes"]) for r in batched.records]
+    assert frames == [int(c.shape[0]) for c in alone]
+    assert len(set(frames)) > 1 and max(frames) < 200, "the prompts stop at different frames"
+    assert all(r["codes"] == c.tolist() for r, c in zip(batched.records, alone, strict=True))
     work = batched.describe()["rollout"]
-    assert work["talker_row_steps"] == 3 * max(frames)
-    assert work["stopped_row_steps"] == sum(max(frames) - f for f in frames) > 0
-    assert work["code_predictor_rows_skipped"] > 0
-    assert alone.describe()["rollout"]["stopped_row_steps"] == 0
-    ref = synthetic_reference(seconds=1.0)
-    with record_talker(tts) as record:
-        tts.generate_voice_clone(text=[p.text for p in prompts[:2]], language=["English"] * 2,
-                                 ref_audio=[ref] * 2, x_vector_only_mode=[True] * 2,
-                                 max_new_tokens=200, do_sample=False, subtalker_dosample=False)
-    assert record.skipped_rows > 0
+    assert work == {"talker_row_steps": sum(frames), "stopped_row_steps": 0,
+                    "batch_row_steps": 3 * max(frames)}
+
+    texts = [p.text for p in prompts]
+    hf, own = speak(texts, drop=False), speak(texts, drop=True)
+    assert hf.stopped_row_steps == sum(max(frames) - f for f in frames) > 0
+    assert hf.skipped_rows > 0 and own.stopped_row_steps == 0
+    for a, b in zip(hf.sequences(), own.sequences(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_sampled_early_stopping_rollouts_are_reproducible(tiny_trained):
+    """Sampled rollouts that drop stopped rows: same seed and batch size, same bytes."""
+    from awq_tts.calibration import build_calibration, builtin_prompts
+    from awq_tts.runtime import load
+
+    tts = load(tiny_trained, dtype=torch.float32)
+    common = dict(n_samples=4, max_seq_len=200, progress=False, batch_size=4)
+    first, again = (build_calibration(tts, builtin_prompts()[:4], **common) for _ in range(2))
+    assert first.sha256() == again.sha256()
+    work = first.describe()["rollout"]
+    assert work["stopped_row_steps"] == 0
+    assert work["talker_row_steps"] < work["batch_row_steps"]
 
 
 @pytest.mark.gpu

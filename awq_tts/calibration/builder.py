@@ -37,8 +37,9 @@ class CalibrationSet:
     max_seq_len: int = 512
     #: Prompts per rollout batch: part of the recipe (padding changes the numerics).
     batch_size: int = 8
-    #: Rollout work: talker row-steps in all, those spent on rows that had already
-    #: stopped (the batch steps until its longest row stops), code-predictor rows skipped.
+    #: Rollout work: talker row-steps taken, those spent on rows that had already stopped
+    #: (none: a sample leaves its batch at its own end-of-speech) and the row-steps a
+    #: batch stepped until its longest row stopped would have taken.
     rollout: dict = field(default_factory=dict)
 
     def sha256(self) -> str:
@@ -101,27 +102,27 @@ def build_calibration(
     conditioning = [_conditioning(tts, i, p, ref_audio) for i, p in enumerate(chosen)]
     results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     forced = [i for i, p in enumerate(chosen) if p.audio]
-    # Longest texts first, so each batch holds prompts of similar length and stops
-    # together (a batch runs until its longest sample has stopped).
+    # Longest texts first, so each batch holds prompts of similar length: a sample leaves
+    # its batch when it stops, and similar lengths keep the batches full for longer.
     rolled = sorted((i for i, p in enumerate(chosen) if not p.audio),
                     key=lambda i: -expected_length(chosen[i]))
     batches = [rolled[k:k + batch_size] for k in range(0, len(rolled), batch_size)]
     bar = tqdm(total=len(chosen), desc="calibration", disable=not progress)
-    work = {"talker_row_steps": 0, "stopped_row_steps": 0, "code_predictor_rows_skipped": 0}
+    work = {"talker_row_steps": 0, "stopped_row_steps": 0, "batch_row_steps": 0}
     for index in forced:
         results[index] = _teacher_forced(tts, chosen[index], conditioning[index])
         bar.update(1)
     for batch in batches:
         torch.manual_seed(seed + batch[0])
-        with adapter_of(tts).record_talker(tts) as record:
+        with adapter_of(tts).record_talker(tts, drop_stopped=True) as record:
             _speak(tts, [chosen[i] for i in batch], [conditioning[i] for i in batch],
                    max_new_tokens=max_seq_len, do_sample=not greedy)
         for i, seq, codes in zip(batch, record.sequences(), record.codes, strict=True):
             results[i] = (seq, codes)
         frames = [int(c.shape[0]) for c in record.codes]
-        work["talker_row_steps"] += len(frames) * max(frames)
-        work["stopped_row_steps"] += sum(max(frames) - f for f in frames)
-        work["code_predictor_rows_skipped"] += record.skipped_rows
+        work["talker_row_steps"] += record.row_steps
+        work["stopped_row_steps"] += record.stopped_row_steps
+        work["batch_row_steps"] += len(frames) * max(frames)
         bar.update(len(batch))
     bar.close()
     sequences, records = [], []

@@ -238,8 +238,8 @@ class Qwen3TTS:
                                                    sample_rate)
 
     # -- recording (patches.py) ----------------------------------------------------------
-    def record_talker(self, tts):
-        return record_talker(tts)
+    def record_talker(self, tts, drop_stopped: bool = False):
+        return record_talker(tts, drop_stopped)
 
     def capture_prompt(self, tts, speak: Callable[[], object]) -> TalkerPrompt:
         return capture_prompt(tts, speak)

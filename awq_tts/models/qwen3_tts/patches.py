@@ -53,6 +53,9 @@ class TalkerRecord:
     chunks: list[torch.Tensor] = field(default_factory=list)
     prefill_mask: torch.Tensor | None = None
     codes: list[torch.Tensor] = field(default_factory=list)
+    #: Rows the talker stepped after the prefill, and those of them that had stopped.
+    row_steps: int = 0
+    stopped_row_steps: int = 0
     #: Code-predictor row-steps skipped because their sample had already stopped.
     skipped_rows: int = 0
 
@@ -71,16 +74,23 @@ class TalkerRecord:
 
 
 @contextlib.contextmanager
-def record_talker(tts) -> Iterator[TalkerRecord]:
-    """Within the block, every ``generate_*`` call on ``tts`` fills the yielded record."""
+def record_talker(tts, drop_stopped: bool = False) -> Iterator[TalkerRecord]:
+    """Within the block, every ``generate_*`` call on ``tts`` fills the yielded record.
+
+    ``drop_stopped`` decodes with :func:`.decode.generate_dropping_stopped`: each sample
+    leaves the batch at its own end-of-speech (calibration); otherwise transformers'
+    ``generate`` runs as users run it, and only the code predictor skips stopped rows.
+    """
     record = TalkerRecord()
     core = tts.model
     decoder = core.talker.model
+    state: dict = {"rows": None}
 
     def pre_hook(_module, args, kwargs):
         embeds = kwargs.get("inputs_embeds")
         if embeds is None:
             return
+        embeds = embeds.detach().cpu()
         if embeds.shape[1] > 1:
             record.chunks.clear()
             mask = kwargs.get("attention_mask")
@@ -89,7 +99,12 @@ def record_talker(tts) -> Iterator[TalkerRecord]:
                 if mask is not None
                 else torch.ones(embeds.shape[:2], dtype=torch.long)
             )
-        record.chunks.append(embeds.detach().cpu())
+        rows, batch = state["rows"], record.prefill_mask.shape[0]
+        if rows is not None and rows.numel() != batch:
+            full = embeds.new_zeros((batch, *embeds.shape[1:]))
+            full[rows.cpu()] = embeds
+            embeds = full
+        record.chunks.append(embeds)
 
     original_generate = core.generate
 
@@ -105,7 +120,10 @@ def record_talker(tts) -> Iterator[TalkerRecord]:
     handle = decoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
     undo_generate = _set(core, "generate", generate)
     undo_decode = _set(core.speech_tokenizer, "decode", skip_decode)
-    undo = _drop_stopped_rows(core.talker, record)
+    if drop_stopped:
+        undo = _dropping_decode(core.talker, record, state)
+    else:
+        undo = _drop_stopped_rows(core.talker, record)
     try:
         yield record
     finally:
@@ -113,6 +131,22 @@ def record_talker(tts) -> Iterator[TalkerRecord]:
         handle.remove()
         undo_decode()
         undo_generate()
+
+
+def _dropping_decode(talker, record: TalkerRecord, state: dict):
+    """Decode ``talker`` with stopped rows leaving the batch; return the undo."""
+    from .decode import generate_dropping_stopped
+
+    def on_rows(rows: torch.Tensor) -> None:
+        if state["rows"] is not None:  # every forward after the prefill
+            record.row_steps += int(rows.numel())
+        state["rows"] = rows
+
+    def generate(**kwargs):
+        state["rows"] = None
+        return generate_dropping_stopped(talker, on_rows, **kwargs)
+
+    return _set(talker, "generate", generate)
 
 
 def _drop_stopped_rows(talker, record: TalkerRecord):
@@ -132,6 +166,9 @@ def _drop_stopped_rows(talker, record: TalkerRecord):
     def pre_hook(_module, _args, kwargs):
         ids = kwargs.get("input_ids")
         state["active"] = None if ids is None else ids[:, -1] != eos
+        if ids is not None:
+            record.row_steps += int(ids.shape[0])
+            record.stopped_row_steps += int((ids[:, -1] == eos).sum())
 
     def generate(*args, inputs_embeds=None, **kwargs):
         active = state["active"]

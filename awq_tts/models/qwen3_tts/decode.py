@@ -1,0 +1,126 @@
+"""The talker's decode loop, with each sample leaving the batch at its own end-of-speech.
+
+transformers' ``generate`` steps a batch until its longest sample stops, feeding stopped
+samples end-of-speech; on calibration rollouts that is about a third of the talker's work
+(``calibration.rollout`` in provenance). This loop is a drop-in for
+``Qwen3TTSTalkerForConditionalGeneration.generate`` as qwen-tts calls it: the same
+forward, the same logits processors in transformers' order (repetition penalty, minimum
+new tokens, suppressed tokens, then temperature, top-k and top-p when sampling), the same
+sampling call — but after each step the rows that sampled end-of-speech are dropped from
+the KV cache, the mask, the rope offsets and the trailing text. A row's attention reads
+only its own cache, so the rows still speaking see exactly what they saw before; only the
+random stream of a sampled batch is consumed differently (still one draw per row and
+step, so a rollout stays reproducible for a seed and batch size).
+
+``on_rows(rows)`` is called before every forward with the original batch indices of the
+rows it holds, so a recorder can place what the talker sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import torch
+from transformers import DynamicCache
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+_SUBTALKER = ("subtalker_dosample", "subtalker_top_k", "subtalker_top_p",
+              "subtalker_temperature")
+
+
+def processors(kwargs: dict, device: torch.device) -> LogitsProcessorList:
+    """transformers' processors for qwen-tts's talker arguments, in transformers' order."""
+    out = LogitsProcessorList()
+    eos = int(kwargs["eos_token_id"])
+    if kwargs.get("repetition_penalty", 1.0) != 1.0:
+        out.append(RepetitionPenaltyLogitsProcessor(penalty=kwargs["repetition_penalty"]))
+    if kwargs.get("min_new_tokens"):
+        out.append(MinNewTokensLengthLogitsProcessor(0, kwargs["min_new_tokens"], eos,
+                                                     device=device))
+    if kwargs.get("suppress_tokens"):
+        out.append(SuppressTokensLogitsProcessor(kwargs["suppress_tokens"], device=device))
+    if kwargs.get("do_sample", True):
+        temperature, top_k = kwargs.get("temperature", 1.0), kwargs.get("top_k", 50)
+        top_p = kwargs.get("top_p", 1.0)
+        if temperature is not None and temperature != 1.0:
+            out.append(TemperatureLogitsWarper(temperature))
+        if top_k:
+            out.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+        if top_p is not None and top_p < 1.0:
+            out.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+    return out
+
+
+@torch.no_grad()
+def generate_dropping_stopped(talker, on_rows: Callable[[torch.Tensor], None] | None = None,
+                              **kwargs) -> SimpleNamespace:
+    """Decode like ``talker.generate(**kwargs)``; returns what qwen-tts reads from it
+    (``hidden_states``: per step the last hidden state and the frame's codes, full batch,
+    stopped rows holding end-of-speech)."""
+    embeds, mask = kwargs["inputs_embeds"], kwargs["attention_mask"]
+    trailing, pad = kwargs["trailing_text_hidden"], kwargs["tts_pad_embed"]
+    eos, budget = int(kwargs["eos_token_id"]), int(kwargs["max_new_tokens"])
+    sample = bool(kwargs.get("do_sample", True))
+    batch, prefill, device = embeds.shape[0], embeds.shape[1], embeds.device
+    process = processors(kwargs, device)
+    extra = {k: kwargs[k] for k in _SUBTALKER if k in kwargs}
+    rows = torch.arange(batch, device=device)
+    cache = DynamicCache()
+    history = torch.zeros(batch, 0, dtype=torch.long, device=device)
+    if on_rows is not None:
+        on_rows(rows)
+    out = talker(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache,
+                 use_cache=True, cache_position=torch.arange(prefill, device=device),
+                 trailing_text_hidden=trailing, tts_pad_embed=pad, **extra)
+    steps = [_step(out, None, rows, batch, eos)]
+    for n in range(budget):
+        scores = process(history, out.logits[:, -1, :].to(dtype=torch.float32, copy=True))
+        if sample:
+            token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        else:
+            token = scores.argmax(dim=-1)
+        history = torch.cat([history, token[:, None]], dim=-1)
+        if n == budget - 1:
+            break
+        speaking = token != eos
+        past_hidden = out.past_hidden
+        if not bool(speaking.all()):
+            keep = speaking.nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            rows, token, history, mask = rows[keep], token[keep], history[keep], mask[keep]
+            trailing, past_hidden = trailing[keep], past_hidden[keep]
+            cache.batch_select_indices(keep)
+            talker.rope_deltas = talker.rope_deltas[keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
+        if on_rows is not None:
+            on_rows(rows)
+        out = talker(input_ids=token[:, None], attention_mask=mask, past_key_values=cache,
+                     use_cache=True, cache_position=torch.tensor([prefill + n], device=device),
+                     past_hidden=past_hidden, generation_step=out.generation_step,
+                     trailing_text_hidden=trailing, tts_pad_embed=pad, **extra)
+        steps.append(_step(out, out.hidden_states[1], rows, batch, eos))
+    return SimpleNamespace(hidden_states=steps)
+
+
+def _step(out, codes: torch.Tensor | None, rows: torch.Tensor, batch: int,
+          eos: int) -> tuple:
+    """One step of ``generate``'s ``hidden_states`` for the full batch: absent rows hold
+    zeros and a frame that starts with end-of-speech (where qwen-tts cuts a sample)."""
+    hidden = out.past_hidden.new_zeros((batch, *out.past_hidden.shape[1:]))
+    hidden[rows] = out.past_hidden
+    if codes is None:
+        return ((hidden,), None)
+    full = codes.new_zeros((batch, codes.shape[1]))
+    full[:, 0] = eos
+    full[rows] = codes
+    return ((hidden,), full)
