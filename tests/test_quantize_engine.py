@@ -92,7 +92,9 @@ def test_budgeted_quantize_is_deterministic_and_recorded(tiny_base, tmp_path):
     assert all(layer["output_error"] > 0 for layer in record["layers"])
 
 
-def test_bf16_activation_store_halves_the_inputs_and_is_recorded(tiny_base, tmp_path):
+def test_bf16_activation_store_halves_the_inputs_and_is_recorded(tiny_base, tiny_base_awq,
+                                                                 tmp_path):
+    """bf16 is the default store; float32 stays available, and each is recorded."""
     hidden = torch.randn(2, 5, 8)
     inputs = LayerInputs(hidden, {}, torch.ones(2, 5, dtype=torch.bool), {},
                          torch.device("cpu"), store_dtype=torch.bfloat16)
@@ -100,10 +102,13 @@ def test_bf16_activation_store_halves_the_inputs_and_is_recorded(tiny_base, tmp_
     seen = []
     inputs.run(lambda x, _kw: seen.append(x.dtype) or x)
     assert seen == [torch.float32], "chunks compute in float32"
-    quantize(tiny_base, tmp_path / "q", activation_dtype="bfloat16", **FAST)
+    default = json.loads((tiny_base_awq / "noesis_provenance.json").read_text())
+    assert default["quantization"]["activation_dtype"] == "bfloat16"
+    quantize(tiny_base, tmp_path / "q", activation_dtype="float32", **FAST)
     record = json.loads((tmp_path / "q" / "noesis_provenance.json").read_text())
-    assert record["quantization"]["activation_dtype"] == "bfloat16"
+    assert record["quantization"]["activation_dtype"] == "float32"
     assert all(layer["awq_error"] <= layer["rtn_error"] for layer in record["layers"])
+    assert record["layers"][1]["awq_error"] != default["layers"][1]["awq_error"]
 
 
 def test_one_decoder_layer_resident_during_the_walk(tiny_base, tmp_path, monkeypatch):

@@ -158,9 +158,10 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
               help="Keep the layer activations on the CPU, not on the GPU (for GPUs under "
                    "8 GB; same result, more PCIe traffic).")
 @click.option("--activation-dtype", type=click.Choice(list(ACTIVATION_DTYPES)),
-              default="float32", show_default=True,
-              help="Dtype the layer inputs are kept in between layers: bfloat16 halves that "
-                   "memory (the search still computes in float32).")
+              default="bfloat16", show_default=True,
+              help="Dtype the layer inputs are kept in between layers: bfloat16 is what a "
+                   "bf16 model's layers read at inference and half float32's memory (the "
+                   "search computes in float32 either way).")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @friendly
 def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, revision,

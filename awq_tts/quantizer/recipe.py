@@ -37,10 +37,10 @@ class QuantConfig:
     #: Keep the layer inputs and outputs on the CPU instead of the quantization device
     #: (for GPUs under 8 GB); the numerics are the same either way.
     offload_activations: bool = False
-    #: The dtype the layer inputs are kept in between layers. "bfloat16" halves that memory
-    #: and stores what a bf16 model's next layer reads at inference; the search still
-    #: computes in float32. The default keeps earlier outputs byte-identical.
-    activation_dtype: ActivationDtype = "float32"
+    #: The dtype the layer inputs are kept in between layers: bfloat16 is what a bf16
+    #: model's next layer reads at inference and half the memory of float32 (the search
+    #: still computes in float32). "float32" reproduces outputs made before bf16 became the default.
+    activation_dtype: ActivationDtype = "bfloat16"
 
     def as_quantization_config(self, not_converted: list[str]) -> dict:
         """The ``quantization_config`` block of ``config.json`` (transformers' AWQ schema)."""
