@@ -52,8 +52,9 @@ def _rollout_line(cal: dict) -> str:
     waste = work.get("stopped_row_steps", 0)
     whole = work.get("batch_row_steps")
     longest = f" ({whole} if each batch ran to its longest row)" if whole else ""
+    prefill = f"; prefill in {work['prefill_dtype']}" if work.get("prefill_dtype") else ""
     return (f"{steps} talker row-steps{longest}, {waste} ({waste / steps:.1%}) on rows that "
-            f"had already stopped")
+            f"had already stopped{prefill}")
 
 
 def print_provenance(folder: Path) -> None:

@@ -148,36 +148,23 @@ def test_batched_calibration_stops_each_prompt_where_it_stops_alone(tiny_trained
     end-of-speech and speaks exactly the codes qwen-tts's own ``generate`` gives it alone,
     with talker inputs bit-identical to transformers' batched decode."""
     from awq_tts.calibration import build_calibration, builtin_prompts
-    from awq_tts.models.qwen3_tts.patches import record_talker
     from awq_tts.runtime import load
-    from awq_tts.synth import synthetic_reference
 
     tts = load(tiny_trained, dtype=torch.float32)
     prompts = builtin_prompts()[:3]
     batched = build_calibration(tts, prompts, n_samples=3, max_seq_len=200, progress=False,
                                 greedy=True, batch_size=3)
-    ref = synthetic_reference(seconds=1.5, seed=0, pitch=110.0)
-
-    def speak(texts, drop):
-        with record_talker(tts, drop_stopped=drop) as record:
-            tts.generate_voice_clone(text=texts, language=["English"] * len(texts),
-                                     ref_audio=[ref] * len(texts),
-                                     x_vector_only_mode=[True] * len(texts),
-                                     max_new_tokens=200, do_sample=False,
-                                     subtalker_dosample=False)
-        return record
-
-    alone = [speak([p.text], drop=False).codes[0] for p in prompts]
+    alone = [_speak(tts, [p.text], drop=False).codes[0] for p in prompts]
     frames = [len(r["codes"]) for r in batched.records]
     assert frames == [int(c.shape[0]) for c in alone]
     assert len(set(frames)) > 1 and max(frames) < 200, "the prompts stop at different frames"
     assert all(r["codes"] == c.tolist() for r, c in zip(batched.records, alone, strict=True))
     work = batched.describe()["rollout"]
     assert work == {"talker_row_steps": sum(frames), "stopped_row_steps": 0,
-                    "batch_row_steps": 3 * max(frames)}
+                    "batch_row_steps": 3 * max(frames), "prefill_dtype": "float32"}
 
     texts = [p.text for p in prompts]
-    hf, own = speak(texts, drop=False), speak(texts, drop=True)
+    hf, own = _speak(tts, texts, drop=False), _speak(tts, texts, drop=True)
     assert hf.stopped_row_steps == sum(max(frames) - f for f in frames) > 0
     assert hf.skipped_rows > 0 and own.stopped_row_steps == 0
     for a, b in zip(hf.sequences(), own.sequences(), strict=True):
@@ -207,3 +194,51 @@ def test_device_resident_and_offloaded_walks_agree_on_cuda(tiny_base, tmp_path):
     quantize(tiny_base, offloaded, device="cuda", offload_activations=True, **FAST)
     assert ((resident / "model.safetensors").read_bytes()
             == (offloaded / "model.safetensors").read_bytes())
+
+
+def test_cpu_prefill_computes_in_float32_and_leaves_the_model_as_it_was(tiny_trained):
+    """A bf16 model's calibration prefill on a CPU runs each layer in float32 (7× faster
+    there): close to the bf16 forward, bf16 out, weights and forwards untouched, and the
+    greedy rollouts stop where qwen-tts's own bf16 generate stops them."""
+    from awq_tts.calibration import build_calibration, builtin_prompts
+    from awq_tts.models.qwen3_tts.decode import layers_in_float32
+    from awq_tts.runtime import load
+
+    tts = load(tiny_trained, dtype=torch.bfloat16)
+    decoder = tts.model.talker.model
+    before = {k: v.clone() for k, v in decoder.state_dict().items()}
+    x = torch.randn(2, 40, decoder.config.hidden_size, dtype=torch.bfloat16)
+    mask = torch.ones(2, 40, dtype=torch.long)
+    plain = decoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    with layers_in_float32(decoder.layers):
+        upcast = decoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    with layers_in_float32(decoder.layers, min_rows=81):
+        small = decoder(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    assert upcast.dtype == torch.bfloat16 and torch.equal(small, plain)
+    assert not torch.equal(upcast, plain)
+    assert torch.cosine_similarity(upcast.float().flatten(), plain.float().flatten(), 0) > 0.999
+    assert all("forward" not in layer.__dict__ for layer in decoder.layers)
+
+    prompts = builtin_prompts()[:3]
+    calib = build_calibration(tts, prompts, n_samples=3, max_seq_len=200, progress=False,
+                              greedy=True, batch_size=3)
+    assert calib.rollout["prefill_dtype"] == "float32"
+    assert all(torch.equal(v, decoder.state_dict()[k]) for k, v in before.items())
+    lengths = [len(r["codes"]) for r in calib.records]
+    alone = [_speak(tts, [p.text], drop=False).codes[0] for p in prompts]
+    assert lengths == [int(c.shape[0]) for c in alone] and max(lengths) < 200
+
+
+def _speak(tts, texts: list[str], drop: bool):
+    """Greedy speech of ``texts`` in one batch, recorded: qwen-tts's own ``generate``
+    (``drop=False``) or the calibration loop that drops stopped rows."""
+    from awq_tts.models.qwen3_tts.patches import record_talker
+    from awq_tts.synth import synthetic_reference
+
+    ref = synthetic_reference(seconds=1.5, seed=0, pitch=110.0)
+    with record_talker(tts, drop_stopped=drop) as record:
+        tts.generate_voice_clone(text=texts, language=["English"] * len(texts),
+                                 ref_audio=[ref] * len(texts),
+                                 x_vector_only_mode=[True] * len(texts),
+                                 max_new_tokens=200, do_sample=False, subtalker_dosample=False)
+    return record

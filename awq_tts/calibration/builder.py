@@ -39,7 +39,8 @@ class CalibrationSet:
     batch_size: int = 8
     #: Rollout work: talker row-steps taken, those spent on rows that had already stopped
     #: (none: a sample leaves its batch at its own end-of-speech) and the row-steps a
-    #: batch stepped until its longest row stopped would have taken.
+    #: batch stepped until its longest row stopped would have taken; the dtype the
+    #: talker's prefill computed in (float32 on a CPU, see ``models/qwen3_tts/decode.py``).
     rollout: dict = field(default_factory=dict)
 
     def sha256(self) -> str:
@@ -123,6 +124,7 @@ def build_calibration(
         work["talker_row_steps"] += record.row_steps
         work["stopped_row_steps"] += record.stopped_row_steps
         work["batch_row_steps"] += len(frames) * max(frames)
+        work["prefill_dtype"] = record.prefill_dtype
         bar.update(len(batch))
     bar.close()
     sequences, records = [], []

@@ -58,6 +58,8 @@ class TalkerRecord:
     stopped_row_steps: int = 0
     #: Code-predictor row-steps skipped because their sample had already stopped.
     skipped_rows: int = 0
+    #: The dtype the talker's prefill computed in (own decode loop only).
+    prefill_dtype: str | None = None
 
     def sequences(self) -> list[torch.Tensor]:
         """Per sample, the talker inputs up to and including the step that predicts EOS."""
@@ -144,7 +146,9 @@ def _dropping_decode(talker, record: TalkerRecord, state: dict):
 
     def generate(**kwargs):
         state["rows"] = None
-        return generate_dropping_stopped(talker, on_rows, **kwargs)
+        result = generate_dropping_stopped(talker, on_rows, **kwargs)
+        record.prefill_dtype = result.prefill_dtype
+        return result
 
     return _set(talker, "generate", generate)
 
