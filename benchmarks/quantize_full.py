@@ -7,13 +7,17 @@ to the defaults (128 prompts × 512 tokens) with measured slopes.
 2. ``layer``: one real-shape decoder layer quantized at the default token budget with two
    calibration sizes (``--layer-seqs`` sequences and twice that, 512 tokens each): the
    per-token slope of the passes that still see every token.
-3. ``defaults``: calibration = seconds per rollout frame at batch 8 (from 1) × 512 frames ×
-   16 batches; walk = 28 × (layer time at T₁ + slope × (65,536 − T₁)); peak memory = the
-   measured peak + the walk's full-size activation tensors at the defaults.
+3. ``defaults``: calibration = 16 batches × the measured prefill of one batch + row-steps ×
+   the measured seconds per talker row-step (talker and code predictor, at batch 8);
+   walk = 28 × (layer time at T₁ + slope × (T − T₁)); peak memory = the measured peak +
+   the walk's full-size activation tensors.
 
-Random weights never stop speaking, so every rollout runs to ``--max-seq-len``: the
-calibration figure is the worst case. Writes a table and
-``benchmarks/results/quantize_full-<device>.json``.
+Random weights never stop speaking, so every rollout runs to ``--max-seq-len``. Two
+extrapolations follow: ``worst`` (every prompt speaks 512 frames, T = 65,536 tokens) and
+``speech`` (each prompt speaks as long as its text takes to read at 15 letters per second
+(a CJK character counts as 3 letters) at the codec's 12.5 frames per second: an
+assumption, since no real checkpoint can be downloaded here; prefix lengths are the
+measured ones). Writes a table and ``benchmarks/results/quantize_full-<device>.json``.
 
 Usage: python benchmarks/quantize_full.py [--device auto] [--n-samples 8] [--max-seq-len 24]
            [--layer-seqs 8] [--work benchmarks/work]
@@ -36,7 +40,7 @@ SOURCE = "full-voice_design"
 
 
 def child(args) -> dict:
-    """The quantize run, in this (fresh) process."""
+    """The quantize run, in this (fresh) process, with the talker's forwards timed."""
     import torch
 
     from awq_tts import quantize
@@ -47,6 +51,7 @@ def child(args) -> dict:
     reset_peak_rss()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    timing = _time_talker()
     summary = quantize(args.work / SOURCE, args.work / "quantize_full-int4", device=args.device,
                        n_samples=args.n_samples, max_seq_len=args.max_seq_len,
                        batch_size=DEFAULT_BATCH, force=True, progress=False)
@@ -54,8 +59,44 @@ def child(args) -> dict:
             "tokens": summary.calibration["tokens"], "wall_s": summary.seconds,
             "calibration_s": summary.calibration_seconds, "walk_s": summary.walk_seconds,
             "layer_s": [round(r.seconds, 2) for r in summary.layer_reports],
+            "rollout": summary.calibration.get("rollout"), **timing,
             "peak_rss_gib": rss_kib("VmHWM") / 2**20, "rss_before_gib": base / 2**20,
             "peak_vram_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+
+
+def _time_talker() -> dict:
+    """Time every talker forward of this process: prefills (with their prompt lengths)
+    and decode steps (with their rows). The dict fills as the run goes."""
+    import torch
+
+    from awq_tts.models.qwen3_tts.package import qwen_tts
+
+    qwen_tts()
+    from qwen_tts.core.models import modeling_qwen3_tts as m
+
+    cls = m.Qwen3TTSTalkerForConditionalGeneration
+    original = cls.forward
+    out = {"prefill_s": [], "prefix_tokens": [], "decode_s": 0.0, "decode_row_steps": 0}
+
+    def forward(self, *args, **kwargs):
+        embeds, ids = kwargs.get("inputs_embeds"), kwargs.get("input_ids")
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = original(self, *args, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        if embeds is not None and embeds.shape[1] > 1:
+            out["prefill_s"].append(seconds)
+            out["prefix_tokens"] += kwargs["attention_mask"].sum(-1).tolist()
+        elif ids is not None:
+            out["decode_s"] += seconds
+            out["decode_row_steps"] += int(ids.shape[0])
+        return result
+
+    cls.forward = forward
+    return out
 
 
 def layer_slope(device: str, seqs: int) -> dict:
@@ -87,21 +128,38 @@ def layer_slope(device: str, seqs: int) -> dict:
     return {"runs": rows, "seconds_per_token": slope}
 
 
-def defaults(run: dict, layer: dict, hidden: int = 2048, layers: int = 28) -> dict:
-    frames = run["max_seq_len"]
-    batches = -(-run["n_samples"] // DEFAULT_BATCH)
-    per_frame = run["calibration_s"] / (batches * frames)
-    calibration = per_frame * DEFAULT_LEN * (DEFAULT_PROMPTS // DEFAULT_BATCH)
+#: The ``speech`` assumption: letters read per second, codec frames per second.
+LETTERS_PER_S, FRAMES_PER_S = 15.0, 12.5
+
+
+def speech_frames() -> list[int]:
+    """Frames each of the first 128 built-in prompts takes at the assumed speech rate."""
+    from awq_tts.calibration.builder import expected_length
+    from awq_tts.calibration.prompts import builtin_prompts
+
+    return [round(expected_length(p) / LETTERS_PER_S * FRAMES_PER_S)
+            for p in builtin_prompts()[:DEFAULT_PROMPTS]]
+
+
+def defaults(run: dict, layer: dict, frames: list[int], hidden: int = 2048,
+             layers: int = 28) -> dict:
+    """Wall time and peak memory at 128 prompts of ``frames`` frames each (cut at 512)."""
+    prefix = sum(run["prefix_tokens"]) / len(run["prefix_tokens"])
+    per_batch = sum(run["prefill_s"]) / len(run["prefill_s"])
+    per_row_step = run["decode_s"] / run["decode_row_steps"]
+    frames = [min(f, DEFAULT_LEN) for f in frames]
+    tokens = sum(min(prefix + f, DEFAULT_LEN) for f in frames)
+    calibration = per_batch * (DEFAULT_PROMPTS // DEFAULT_BATCH) + per_row_step * sum(frames)
     t1 = layer["runs"][0]
-    per_layer = t1["seconds"] + layer["seconds_per_token"] * (
-        DEFAULT_PROMPTS * DEFAULT_LEN - t1["tokens"])
-    prefix = run["tokens"] / run["n_samples"] - frames
-    full = DEFAULT_PROMPTS * (DEFAULT_LEN + prefix) * hidden * 4
-    return {"calibration_s": calibration, "walk_s": per_layer * layers,
-            "wall_s": calibration + per_layer * layers, "per_layer_s": per_layer,
-            "seconds_per_frame_batch8": per_frame,
-            # hidden, next hidden and the layer's fp output: three float32 [B, T, H] tensors
-            "peak_rss_gib": run["peak_rss_gib"] + 3 * full / 2**30}
+    per_layer = t1["seconds"] + layer["seconds_per_token"] * (tokens - t1["tokens"])
+    longest = max(min(prefix + f, DEFAULT_LEN) for f in frames)
+    full = DEFAULT_PROMPTS * longest * hidden
+    return {"frames": sum(frames), "tokens": round(tokens), "calibration_s": calibration,
+            "walk_s": per_layer * layers, "wall_s": calibration + per_layer * layers,
+            "per_layer_s": per_layer, "prefill_s_per_batch": per_batch,
+            "seconds_per_row_step": per_row_step,
+            # the padded batch: hidden (bf16), the layer's output and its float output (f32)
+            "peak_rss_gib": run["peak_rss_gib"] + (2 + 4 + 4) * full / 2**30}
 
 
 def main() -> None:
@@ -139,15 +197,20 @@ def main() -> None:
     result = {"machine": f"{platform.processor() or platform.machine()}, "
                          f"{torch.get_num_threads()} threads, torch {torch.__version__}",
               "device": args.device, "run": run, "layer": layer,
-              "defaults": defaults(run, layer)}
-    d = result["defaults"]
+              "defaults": {"worst": defaults(run, layer, [DEFAULT_LEN] * DEFAULT_PROMPTS),
+                           "speech": defaults(run, layer, speech_frames())},
+              "speech_assumption": {"letters_per_s": LETTERS_PER_S,
+                                    "frames_per_s": FRAMES_PER_S}}
     print(f"small recipe ({run['n_samples']} × {run['max_seq_len']}, {run['tokens']} tokens): "
-          f"calibration {run['calibration_s']:.0f} s, walk {run['walk_s']:.0f} s "
+          f"calibration {run['calibration_s']:.0f} s (prefill "
+          f"{sum(run['prefill_s']):.0f} s), walk {run['walk_s']:.0f} s "
           f"({run['walk_s'] / len(run['layer_s']):.1f} s/layer), peak RSS "
           f"{run['peak_rss_gib']:.2f} GiB")
-    print(f"defaults (128 × 512), extrapolated: calibration {d['calibration_s'] / 3600:.2f} h, "
-          f"walk {d['walk_s'] / 3600:.2f} h ({d['per_layer_s']:.0f} s/layer), "
-          f"total {d['wall_s'] / 3600:.2f} h, peak RSS ≈ {d['peak_rss_gib']:.1f} GiB")
+    for name, d in result["defaults"].items():
+        print(f"defaults, {name} ({d['frames']} frames, {d['tokens']} tokens): calibration "
+              f"{d['calibration_s'] / 3600:.2f} h, walk {d['walk_s'] / 3600:.2f} h "
+              f"({d['per_layer_s']:.0f} s/layer), total {d['wall_s'] / 3600:.2f} h, "
+              f"peak RSS ≈ {d['peak_rss_gib']:.1f} GiB")
     out = args.json or HERE / "results" / f"quantize_full-{args.device.split(':')[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -110,7 +110,7 @@ def _float32_forward(layer: nn.Module, min_rows: int) -> Callable[[], None]:
         rows = hidden_states.shape[0] * hidden_states.shape[1]
         if inside[0] or rows < min_rows or hidden_states.dtype == torch.float32:
             return original(hidden_states, *args, **kwargs)
-        weights = {name: t.float() for name, t in
+        weights = {name: up(t) for name, t in
                    chain(layer.named_parameters(), layer.named_buffers())}
         inside[0] = True
         try:
