@@ -242,3 +242,11 @@ def _speak(tts, texts: list[str], drop: bool):
                                  x_vector_only_mode=[True] * len(texts),
                                  max_new_tokens=200, do_sample=False, subtalker_dosample=False)
     return record
+
+
+def test_decode_loop_refuses_arguments_it_does_not_implement():
+    from awq_tts.models.qwen3_tts.decode import KNOWN, generate_dropping_stopped
+
+    assert {"repetition_penalty", "suppress_tokens", "subtalker_top_k"} <= KNOWN
+    with pytest.raises(RuntimeError, match="no_repeat_ngram_size to the talker's generate"):
+        generate_dropping_stopped(None, inputs_embeds=None, no_repeat_ngram_size=3)

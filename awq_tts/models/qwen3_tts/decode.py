@@ -47,6 +47,12 @@ from .patches import _set
 
 _SUBTALKER = ("subtalker_dosample", "subtalker_top_k", "subtalker_top_p",
               "subtalker_temperature")
+#: Every argument qwen-tts 0.1.1 passes to the talker's ``generate``; anything else would be
+#: silently ignored here, so it is refused instead.
+KNOWN = frozenset({"inputs_embeds", "attention_mask", "trailing_text_hidden", "tts_pad_embed",
+                   "max_new_tokens", "min_new_tokens", "do_sample", "top_k", "top_p",
+                   "temperature", "eos_token_id", "repetition_penalty", "suppress_tokens",
+                   "output_hidden_states", "return_dict_in_generate", *_SUBTALKER})
 
 
 def processors(kwargs: dict, device: torch.device) -> LogitsProcessorList:
@@ -135,6 +141,11 @@ def generate_dropping_stopped(talker, on_rows: Callable[[torch.Tensor], None] | 
     """Decode like ``talker.generate(**kwargs)``; returns what qwen-tts reads from it
     (``hidden_states``: per step the last hidden state and the frame's codes, full batch,
     stopped rows holding end-of-speech) and the dtype the prefill computed in."""
+    unknown = sorted(set(kwargs) - KNOWN)
+    if unknown:
+        raise RuntimeError(f"qwen-tts passed {', '.join(unknown)} to the talker's generate; "
+                           f"awq-tts's calibration decode loop does not implement "
+                           f"{'it' if len(unknown) == 1 else 'them'} (models/qwen3_tts/decode.py)")
     embeds, mask = kwargs["inputs_embeds"], kwargs["attention_mask"]
     trailing, pad = kwargs["trailing_text_hidden"], kwargs["tts_pad_embed"]
     eos, budget = int(kwargs["eos_token_id"]), int(kwargs["max_new_tokens"])
