@@ -11,8 +11,10 @@ qwen-tts builds the talker input inside ``Qwen3TTSForConditionalGeneration.gener
 codec embedding plus trailing text per step). Rather than re-deriving that layout, we run
 the library's own ``generate_*`` and record the ``inputs_embeds`` of every call into the
 talker's decoder: the prefill, then each decoding step. Audio decoding is skipped while
-recording (the codes are all calibration needs), and the code predictor skips samples that
-have already stopped.
+recording (the codes are all calibration needs). Stopped samples: with ``drop_stopped``
+(calibration) the talker's ``generate`` is replaced by ``decode.py``'s loop, where each
+sample leaves the batch at its own end-of-speech; otherwise transformers' ``generate``
+runs as users run it and only the code predictor skips samples that have stopped.
 """
 
 from __future__ import annotations
