@@ -151,7 +151,7 @@ def stage_quantize(args) -> dict:
     return {"n_samples": args.n_samples, "max_seq_len": args.max_seq_len,
             "wall_s": summary.seconds, "calibration_s": summary.calibration_seconds,
             "walk_s": summary.walk_seconds, "layer_s": per_layer, "peak_gib": peak.gib(),
-            "layers": len(per_layer),
+            "layers": len(per_layer), "rollout": summary.calibration.get("rollout"),
             "extrapolated_default_s": factor * (summary.calibration_seconds
                                                 + summary.walk_seconds),
             "extrapolation": f"calibration and walk × {factor:g} (token ratio to 128 × 512; an "
