@@ -139,13 +139,17 @@ def stage_speak_one(args) -> dict:
 
 
 def stage_quantize(args) -> dict:
+    from quantize_full import time_talker
+
     from awq_tts import quantize
 
     bf16, int4 = _paths(args)
     apply_cap(args.device, args.cap_gib)
     peak = Peak(args.device)
-    summary = quantize(bf16, int4, device=args.device, n_samples=args.n_samples,
-                       max_seq_len=args.max_seq_len, batch_size=8, force=True, progress=False)
+    with time_talker() as timing:
+        summary = quantize(bf16, int4, device=args.device, n_samples=args.n_samples,
+                           max_seq_len=args.max_seq_len, batch_size=8, force=True,
+                           progress=False)
     per_layer = [r.seconds for r in summary.layer_reports]
     factor = (128 * 512) / (args.n_samples * args.max_seq_len)
     return {"n_samples": args.n_samples, "max_seq_len": args.max_seq_len,
@@ -155,7 +159,29 @@ def stage_quantize(args) -> dict:
             "extrapolated_default_s": factor * (summary.calibration_seconds
                                                 + summary.walk_seconds),
             "extrapolation": f"calibration and walk × {factor:g} (token ratio to 128 × 512; an "
-                             f"upper bound: the search replays at most --loss-tokens tokens)"}
+                             f"upper bound: the search replays at most --loss-tokens tokens)",
+            **speech_estimate(timing, summary)}
+
+
+def speech_estimate(timing: dict, summary) -> dict:
+    """The defaults at speech-length rollouts (``quantize_full.py``'s assumption), from the
+    run's own prefill, decode and walk costs: decode priced per row-step and per batch
+    step, whichever is dearer (a CPU pays per row, a GPU per step); the walk scaled by
+    tokens."""
+    from quantize_full import batch_steps, speech_frames
+
+    if not timing["prefill_s"] or not timing["decode_steps"]:
+        return {}
+    frames = speech_frames()
+    prefix = sum(timing["prefix_tokens"]) / len(timing["prefix_tokens"])
+    tokens = sum(min(prefix + f, 512) for f in frames)
+    prefill = sum(timing["prefill_s"]) / len(timing["prefill_s"]) * 128 / 8
+    decode = max(timing["decode_s"] / timing["decode_row_steps"] * sum(frames),
+                 timing["decode_s"] / timing["decode_steps"] * batch_steps(frames))
+    walk = summary.walk_seconds * max(1.0, tokens / max(summary.calibration["tokens"], 1))
+    return {"speech_estimate_s": prefill + decode + walk,
+            "speech_estimate": {"prefill_s": prefill, "decode_s": decode, "walk_s": walk,
+                                "tokens": round(tokens), "frames": sum(frames)}}
 
 
 def stage_validate(args) -> dict:

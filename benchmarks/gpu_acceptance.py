@@ -148,7 +148,10 @@ def table(results: dict) -> str:
                       f"{q['calibration_s']:.0f} s, walk {q['walk_s']:.0f} s, "
                       f"{q['walk_s'] / max(q['layers'], 1):.1f} s per layer), peak "
                       f"{q['peak_gib']:.2f} GiB; extrapolated to 128 × 512: "
-                      f"{q['extrapolated_default_s'] / 60:.1f} min"]
+                      f"{q['extrapolated_default_s'] / 60:.1f} min"
+                      + (f" (every rollout at the cap), "
+                         f"{q['speech_estimate_s'] / 60:.1f} min at speech-length rollouts"
+                         if "speech_estimate_s" in q else "")]
     elif q:
         lines += ["", f"Quantize: {q}"]
     for key in ("gpu_tests", "validate"):

@@ -26,12 +26,14 @@ Usage: python benchmarks/quantize_full.py [--device auto] [--n-samples 8] [--max
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -51,10 +53,11 @@ def child(args) -> dict:
     reset_peak_rss()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    timing = _time_talker()
-    summary = quantize(args.work / SOURCE, args.work / "quantize_full-int4", device=args.device,
-                       n_samples=args.n_samples, max_seq_len=args.max_seq_len,
-                       batch_size=DEFAULT_BATCH, force=True, progress=False)
+    with time_talker() as timing:
+        summary = quantize(args.work / SOURCE, args.work / "quantize_full-int4",
+                           device=args.device, n_samples=args.n_samples,
+                           max_seq_len=args.max_seq_len, batch_size=DEFAULT_BATCH, force=True,
+                           progress=False)
     return {"n_samples": args.n_samples, "max_seq_len": args.max_seq_len,
             "tokens": summary.calibration["tokens"], "wall_s": summary.seconds,
             "calibration_s": summary.calibration_seconds, "walk_s": summary.walk_seconds,
@@ -64,9 +67,10 @@ def child(args) -> dict:
             "peak_vram_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
 
 
-def _time_talker() -> dict:
-    """Time every talker forward of this process: prefills (with their prompt lengths)
-    and decode steps (with their rows). The dict fills as the run goes."""
+@contextlib.contextmanager
+def time_talker() -> Iterator[dict]:
+    """Within the block, time every talker forward of this process: prefills (with their
+    prompt lengths) and decode steps (with their rows). The yielded dict fills as it runs."""
     import torch
 
     from awq_tts.models.qwen3_tts.package import qwen_tts
@@ -76,7 +80,8 @@ def _time_talker() -> dict:
 
     cls = m.Qwen3TTSTalkerForConditionalGeneration
     original = cls.forward
-    out = {"prefill_s": [], "prefix_tokens": [], "decode_s": 0.0, "decode_row_steps": 0}
+    out = {"prefill_s": [], "prefix_tokens": [], "decode_s": 0.0, "decode_steps": 0,
+           "decode_row_steps": 0}
 
     def forward(self, *args, **kwargs):
         embeds, ids = kwargs.get("inputs_embeds"), kwargs.get("input_ids")
@@ -92,11 +97,15 @@ def _time_talker() -> dict:
             out["prefix_tokens"] += kwargs["attention_mask"].sum(-1).tolist()
         elif ids is not None:
             out["decode_s"] += seconds
+            out["decode_steps"] += 1
             out["decode_row_steps"] += int(ids.shape[0])
         return result
 
     cls.forward = forward
-    return out
+    try:
+        yield out
+    finally:
+        cls.forward = original
 
 
 def layer_slope(device: str, seqs: int) -> dict:
@@ -139,6 +148,14 @@ def speech_frames() -> list[int]:
 
     return [round(expected_length(p) / LETTERS_PER_S * FRAMES_PER_S)
             for p in builtin_prompts()[:DEFAULT_PROMPTS]]
+
+
+def batch_steps(frames: list[int]) -> int:
+    """Decode steps of batches of 8 in calibration's order (longest first): each batch
+    steps until its longest sample stops (what a GPU pays, where a step's cost hardly
+    depends on its rows)."""
+    ordered = sorted(frames, reverse=True)
+    return sum(ordered[k] for k in range(0, len(ordered), DEFAULT_BATCH))
 
 
 def defaults(run: dict, layer: dict, frames: list[int], hidden: int = 2048,

@@ -31,7 +31,9 @@ def test_dry_run_writes_every_stage(tmp_path):
     for name, row in result["speak"].items():
         assert "error" not in row, (name, row)
         assert row["audio_s"] > 0 and row["rtf"] > 0 and row["peak_gib"] >= 0
-    assert result["quantize"]["layers"] == 2 and result["quantize"]["extrapolated_default_s"] > 0
+    quantized = result["quantize"]
+    assert quantized["layers"] == 2 and quantized["extrapolated_default_s"] > 0
+    assert quantized["speech_estimate_s"] > 0 and quantized["rollout"]["talker_row_steps"] > 0
     assert result["validate"]["verdict"]
     table = (out / "gpu_acceptance.md").read_text()
     assert "INT4 int4pack" in table and "Quantize (4 × 32 tokens" in table
