@@ -250,3 +250,25 @@ def test_decode_loop_refuses_arguments_it_does_not_implement():
     assert {"repetition_penalty", "suppress_tokens", "subtalker_top_k"} <= KNOWN
     with pytest.raises(RuntimeError, match="no_repeat_ngram_size to the talker's generate"):
         generate_dropping_stopped(None, inputs_embeds=None, no_repeat_ngram_size=3)
+
+
+def test_sampled_decode_loop_draws_transformers_codes_while_no_row_stops(tiny_base):
+    """Random weights never stop: there the loop's sampling consumes the random stream
+    exactly as transformers' ``generate`` does, so both speak the same codes."""
+    from awq_tts.models.qwen3_tts.patches import record_talker
+    from awq_tts.runtime import load
+    from awq_tts.synth import synthetic_reference
+
+    tts = load(tiny_base, dtype=torch.float32)
+    ref = synthetic_reference(seconds=1.0)
+    texts = ["One two three.", "A longer sentence to speak.", "Short."]
+    codes = []
+    for drop in (False, True):
+        torch.manual_seed(3)
+        with record_talker(tts, drop_stopped=drop) as record:
+            tts.generate_voice_clone(text=texts, language=["English"] * 3,
+                                     ref_audio=[ref] * 3, x_vector_only_mode=[True] * 3,
+                                     max_new_tokens=20)
+        codes.append(record.codes)
+    assert [int(c.shape[0]) for c in codes[1]] == [19] * 3, "no row stopped"
+    assert all(torch.equal(a, b) for a, b in zip(*codes, strict=True))
