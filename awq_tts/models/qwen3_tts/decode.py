@@ -43,7 +43,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from .patches import _set
+from .patches import swap_attr
 
 _SUBTALKER = ("subtalker_dosample", "subtalker_top_k", "subtalker_top_p",
               "subtalker_temperature")
@@ -126,7 +126,7 @@ def _float32_forward(layer: nn.Module, min_rows: int) -> Callable[[], None]:
             inside[0] = False
         return (out[0].to(hidden_states.dtype), *out[1:])
 
-    return _set(layer, "forward", forward)
+    return swap_attr(layer, "forward", forward)
 
 
 def _cache_to(cache: DynamicCache, dtype: torch.dtype) -> None:

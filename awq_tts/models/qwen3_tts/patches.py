@@ -32,7 +32,7 @@ import torch
 _MODELING = "qwen_tts.core.models.modeling_qwen3_tts"
 
 
-def _set(obj: object, name: str, value: object) -> Callable[[], None]:
+def swap_attr(obj: object, name: str, value: object) -> Callable[[], None]:
     """Set an instance attribute; the returned undo restores exactly what was there before
     (an outer patch's value, or nothing), so patches nest."""
     missing = object()
@@ -122,8 +122,8 @@ def record_talker(tts, drop_stopped: bool = False) -> Iterator[TalkerRecord]:
         return [np.zeros(1, dtype=np.float32)] * n, 24000
 
     handle = decoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    undo_generate = _set(core, "generate", generate)
-    undo_decode = _set(core.speech_tokenizer, "decode", skip_decode)
+    undo_generate = swap_attr(core, "generate", generate)
+    undo_decode = swap_attr(core.speech_tokenizer, "decode", skip_decode)
     if drop_stopped:
         undo = _dropping_decode(core.talker, record, state)
     else:
@@ -152,7 +152,7 @@ def _dropping_decode(talker, record: TalkerRecord, state: dict):
         record.prefill_dtype = result.prefill_dtype
         return result
 
-    return _set(talker, "generate", generate)
+    return swap_attr(talker, "generate", generate)
 
 
 def _drop_stopped_rows(talker, record: TalkerRecord):
@@ -187,7 +187,7 @@ def _drop_stopped_rows(talker, record: TalkerRecord):
         return SimpleNamespace(sequences=sequences)
 
     handle = talker.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    undo_generate = _set(predictor, "generate", generate)
+    undo_generate = swap_attr(predictor, "generate", generate)
 
     def undo() -> None:
         handle.remove()
@@ -216,7 +216,7 @@ def capture_prompt(tts, speak: Callable[[], object]) -> TalkerPrompt:
         captured.update(kwargs)
         raise _Stop
 
-    undo = _set(tts.model.talker, "generate", stop)
+    undo = swap_attr(tts.model.talker, "generate", stop)
     try:
         speak()
     except _Stop:
