@@ -192,8 +192,9 @@ def generate_dropping_stopped(talker, on_rows: Callable[[torch.Tensor], None] | 
                      past_hidden=past_hidden, generation_step=out.generation_step,
                      trailing_text_hidden=trailing, tts_pad_embed=pad, **extra)
         steps.append(_step(out, out.hidden_states[1], rows, batch, eos))
+    prefill_dtype = torch.float32 if upcast else embeds.dtype
     return SimpleNamespace(hidden_states=steps,
-                           prefill_dtype=str(torch.float32 if upcast else embeds.dtype)[6:])
+                           prefill_dtype=str(prefill_dtype).removeprefix("torch."))
 
 
 def _step(out, codes: torch.Tensor | None, rows: torch.Tensor, batch: int,

@@ -121,7 +121,16 @@ def record_talker(tts, drop_stopped: bool = False) -> Iterator[TalkerRecord]:
         n = len(encoded) if isinstance(encoded, list) else 1
         return [np.zeros(1, dtype=np.float32)] * n, 24000
 
+    eos = core.talker.config.codec_eos_token_id
+
+    def count_rows(_module, _args, kwargs):
+        ids = kwargs.get("input_ids")  # a decode step (the prefill passes embeddings)
+        if ids is not None:
+            record.row_steps += int(ids.shape[0])
+            record.stopped_row_steps += int((ids[:, -1] == eos).sum())
+
     handle = decoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    counter = core.talker.register_forward_pre_hook(count_rows, with_kwargs=True)
     undo_generate = swap_attr(core, "generate", generate)
     undo_decode = swap_attr(core.speech_tokenizer, "decode", skip_decode)
     if drop_stopped:
@@ -132,6 +141,7 @@ def record_talker(tts, drop_stopped: bool = False) -> Iterator[TalkerRecord]:
         yield record
     finally:
         undo()
+        counter.remove()
         handle.remove()
         undo_decode()
         undo_generate()
@@ -142,12 +152,9 @@ def _dropping_decode(talker, record: TalkerRecord, state: dict):
     from .decode import generate_dropping_stopped
 
     def on_rows(rows: torch.Tensor) -> None:
-        if state["rows"] is not None:  # every forward after the prefill
-            record.row_steps += int(rows.numel())
         state["rows"] = rows
 
     def generate(**kwargs):
-        state["rows"] = None
         result = generate_dropping_stopped(talker, on_rows, **kwargs)
         record.prefill_dtype = result.prefill_dtype
         return result
@@ -172,9 +179,6 @@ def _drop_stopped_rows(talker, record: TalkerRecord):
     def pre_hook(_module, _args, kwargs):
         ids = kwargs.get("input_ids")
         state["active"] = None if ids is None else ids[:, -1] != eos
-        if ids is not None:
-            record.row_steps += int(ids.shape[0])
-            record.stopped_row_steps += int((ids[:, -1] == eos).sum())
 
     def generate(*args, inputs_embeds=None, **kwargs):
         active = state["active"]
