@@ -229,9 +229,9 @@ def test_cpu_prefill_computes_in_float32_and_leaves_the_model_as_it_was(tiny_tra
     assert lengths == [int(c.shape[0]) for c in alone] and max(lengths) < 200
 
 
-def _speak(tts, texts: list[str], drop: bool):
-    """Greedy speech of ``texts`` in one batch, recorded: qwen-tts's own ``generate``
-    (``drop=False``) or the calibration loop that drops stopped rows."""
+def _speak(tts, texts: list[str], drop: bool, sample: bool = False, max_new_tokens: int = 200):
+    """Speech of ``texts`` in one batch (greedy unless ``sample``), recorded: qwen-tts's own
+    ``generate`` (``drop=False``) or the calibration loop that drops stopped rows."""
     from awq_tts.models.qwen3_tts.patches import record_talker
     from awq_tts.synth import synthetic_reference
 
@@ -240,7 +240,8 @@ def _speak(tts, texts: list[str], drop: bool):
         tts.generate_voice_clone(text=texts, language=["English"] * len(texts),
                                  ref_audio=[ref] * len(texts),
                                  x_vector_only_mode=[True] * len(texts),
-                                 max_new_tokens=200, do_sample=False, subtalker_dosample=False)
+                                 max_new_tokens=max_new_tokens, do_sample=sample,
+                                 subtalker_dosample=sample)
     return record
 
 
@@ -255,20 +256,13 @@ def test_decode_loop_refuses_arguments_it_does_not_implement():
 def test_sampled_decode_loop_draws_transformers_codes_while_no_row_stops(tiny_base):
     """Random weights never stop: there the loop's sampling consumes the random stream
     exactly as transformers' ``generate`` does, so both speak the same codes."""
-    from awq_tts.models.qwen3_tts.patches import record_talker
     from awq_tts.runtime import load
-    from awq_tts.synth import synthetic_reference
 
     tts = load(tiny_base, dtype=torch.float32)
-    ref = synthetic_reference(seconds=1.0)
     texts = ["One two three.", "A longer sentence to speak.", "Short."]
     codes = []
     for drop in (False, True):
         torch.manual_seed(3)
-        with record_talker(tts, drop_stopped=drop) as record:
-            tts.generate_voice_clone(text=texts, language=["English"] * 3,
-                                     ref_audio=[ref] * 3, x_vector_only_mode=[True] * 3,
-                                     max_new_tokens=20)
-        codes.append(record.codes)
+        codes.append(_speak(tts, texts, drop, sample=True, max_new_tokens=20).codes)
     assert [int(c.shape[0]) for c in codes[1]] == [19] * 3, "no row stopped"
     assert all(torch.equal(a, b) for a, b in zip(*codes, strict=True))
