@@ -168,20 +168,17 @@ def speech_estimate(timing: dict, summary) -> dict:
     run's own prefill, decode and walk costs: decode priced per row-step and per batch
     step, whichever is dearer (a CPU pays per row, a GPU per step); the walk scaled by
     tokens."""
-    from quantize_full import batch_steps, speech_frames
+    from quantize_full import calibration_cost, speech_frames
 
     if not timing["prefill_s"] or not timing["decode_steps"]:
         return {}
-    frames = speech_frames()
-    prefix = sum(timing["prefix_tokens"]) / len(timing["prefix_tokens"])
-    tokens = sum(min(prefix + f, 512) for f in frames)
-    prefill = sum(timing["prefill_s"]) / len(timing["prefill_s"]) * 128 / 8
-    decode = max(timing["decode_s"] / timing["decode_row_steps"] * sum(frames),
-                 timing["decode_s"] / timing["decode_steps"] * batch_steps(frames))
-    walk = summary.walk_seconds * max(1.0, tokens / max(summary.calibration["tokens"], 1))
-    return {"speech_estimate_s": prefill + decode + walk,
-            "speech_estimate": {"prefill_s": prefill, "decode_s": decode, "walk_s": walk,
-                                "tokens": round(tokens), "frames": sum(frames)}}
+    cost = calibration_cost(timing, speech_frames())
+    decode = max(cost["decode_row_s"], cost["decode_step_s"])
+    walk = summary.walk_seconds * max(1.0, cost["tokens"] / max(summary.calibration["tokens"], 1))
+    return {"speech_estimate_s": cost["prefill_s"] + decode + walk,
+            "speech_estimate": {"prefill_s": cost["prefill_s"], "decode_s": decode,
+                                "walk_s": walk, "tokens": round(cost["tokens"]),
+                                "frames": sum(cost["frames"])}}
 
 
 def stage_validate(args) -> dict:

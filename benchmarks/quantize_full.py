@@ -158,23 +158,36 @@ def batch_steps(frames: list[int]) -> int:
     return sum(ordered[k] for k in range(0, len(ordered), DEFAULT_BATCH))
 
 
+def calibration_cost(timing: dict, frames: list[int]) -> dict:
+    """Calibration of 128 prompts speaking ``frames`` frames each (cut at 512), priced with
+    the timed prefill and decode costs: decode per row-step (what a CPU pays) and, where
+    the steps were counted, per batch step (what a GPU pays)."""
+    frames = [min(f, DEFAULT_LEN) for f in frames]
+    prefix = sum(timing["prefix_tokens"]) / len(timing["prefix_tokens"])
+    per_batch = sum(timing["prefill_s"]) / len(timing["prefill_s"])
+    per_row_step = timing["decode_s"] / timing["decode_row_steps"]
+    steps = timing.get("decode_steps")
+    return {"frames": frames, "prefix": prefix,
+            "tokens": sum(min(prefix + f, DEFAULT_LEN) for f in frames),
+            "per_batch": per_batch, "prefill_s": per_batch * (DEFAULT_PROMPTS // DEFAULT_BATCH),
+            "per_row_step": per_row_step, "decode_row_s": per_row_step * sum(frames),
+            "decode_step_s": timing["decode_s"] / steps * batch_steps(frames) if steps else None}
+
+
 def defaults(run: dict, layer: dict, frames: list[int], hidden: int = 2048,
              layers: int = 28) -> dict:
     """Wall time and peak memory at 128 prompts of ``frames`` frames each (cut at 512)."""
-    prefix = sum(run["prefix_tokens"]) / len(run["prefix_tokens"])
-    per_batch = sum(run["prefill_s"]) / len(run["prefill_s"])
-    per_row_step = run["decode_s"] / run["decode_row_steps"]
-    frames = [min(f, DEFAULT_LEN) for f in frames]
-    tokens = sum(min(prefix + f, DEFAULT_LEN) for f in frames)
-    calibration = per_batch * (DEFAULT_PROMPTS // DEFAULT_BATCH) + per_row_step * sum(frames)
+    cost = calibration_cost(run, frames)
+    tokens, prefix = cost["tokens"], cost["prefix"]
+    calibration = cost["prefill_s"] + cost["decode_row_s"]
     t1 = layer["runs"][0]
     per_layer = t1["seconds"] + layer["seconds_per_token"] * (tokens - t1["tokens"])
-    longest = max(min(prefix + f, DEFAULT_LEN) for f in frames)
+    longest = max(min(prefix + f, DEFAULT_LEN) for f in cost["frames"])
     full = DEFAULT_PROMPTS * longest * hidden
-    return {"frames": sum(frames), "tokens": round(tokens), "calibration_s": calibration,
+    return {"frames": sum(cost["frames"]), "tokens": round(tokens), "calibration_s": calibration,
             "walk_s": per_layer * layers, "wall_s": calibration + per_layer * layers,
-            "per_layer_s": per_layer, "prefill_s_per_batch": per_batch,
-            "seconds_per_row_step": per_row_step,
+            "per_layer_s": per_layer, "prefill_s_per_batch": cost["per_batch"],
+            "seconds_per_row_step": cost["per_row_step"],
             # the padded batch: hidden (bf16), the layer's output and its float output (f32)
             "peak_rss_gib": run["peak_rss_gib"] + (2 + 4 + 4) * full / 2**30}
 
