@@ -1,12 +1,13 @@
-"""validate_awq_quality on a tiny model that really speaks and stops: AWQ passes and records
-its verdict from the API, AWQ beats RTN, stop defects fail the stop checks, a bf16 model
-given as QUANT fails every memory check, bad usage exits 2."""
+"""validate_awq_quality on a tiny model that really speaks and stops: AWQ passes through the
+CLI (which runs the API) and records its verdict once, AWQ beats RTN, stop defects fail the
+stop checks, a bf16 model given as QUANT fails every memory check, bad usage exits 2."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -22,20 +23,22 @@ from awq_tts.testing.trained import expected_frames
 from awq_tts.validate import validate_awq_quality
 from awq_tts.validate.thresholds import SKIP
 
-QUICK = dict(n_prompts=4, max_new_tokens=100, progress=False)
-
 
 @pytest.fixture(scope="module")
-def awq_copy(tiny_trained_awq, tmp_path_factory):
-    quant = tmp_path_factory.mktemp("validated") / "awq"
+def validated(tiny_trained_awq, tmp_path_factory) -> SimpleNamespace:
+    """One full validation of a fresh copy of the clean AWQ model, through the CLI (the
+    API does the work and records the verdict; the CLI writes JSON, Markdown and PNG).
+    The library-level call is exercised on its own by the blend, studio and bf16 tests."""
+    root = tmp_path_factory.mktemp("validated")
+    quant, out = root / "awq", root / "report"
     shutil.copytree(tiny_trained_awq, quant)
-    return quant
-
-
-@pytest.fixture(scope="module")
-def awq_report(awq_copy):
-    """One full validation of the clean AWQ model through the Python API (recorded)."""
-    return validate_awq_quality(awq_copy, **QUICK)
+    before = json.loads((quant / "noesis_provenance.json").read_text()).get("validations", [])
+    result = CliRunner().invoke(main, [
+        "validate", str(quant), "--n-prompts", "4", "--max-new-tokens", "100",
+        "--json", str(out / "r.json"), "--markdown", str(out / "r.md")])
+    report = json.loads((out / "r.json").read_text()) if (out / "r.json").is_file() else {}
+    return SimpleNamespace(quant=quant, out=out, result=result, report=report,
+                           before=len(before))
 
 
 def test_trained_bf16_model_stops_at_intended_lengths(tiny_trained):
@@ -49,51 +52,42 @@ def test_trained_bf16_model_stops_at_intended_lengths(tiny_trained):
         assert record.codes[0].shape[0] == expected_frames(n_text), prompt.text
 
 
-def test_awq_passes_every_check_it_measured(awq_report):
-    assert awq_report.passed and awq_report.verdict == "PASS", awq_report.verdict
-    statuses = {c.name: c.status for c in awq_report.checks}
+def test_awq_passes_every_check_it_measured(validated):
+    result, report = validated.result, validated.report
+    assert result.exit_code == 0, result.output
+    assert "verdict: PASS" in result.output and "backend int4pack" in result.output
+    assert report["verdict"] == "pass" and not report["failed"]
+    statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert set(statuses.values()) == {"pass"}, statuses
     assert {"weights_audit", "untouched_identical", "memory", "weight_bytes_ratio"} <= set(
         statuses)
-    assert awq_report.metrics["runtime"]["backend"] == "int4pack"
+    assert report["metrics"]["runtime"]["backend"] == "int4pack"
 
 
-def test_kl_is_taken_at_frame_positions_only(awq_report):
-    tf = awq_report.metrics["teacher_forced"]
-    frames = sum(r["frames_bf16_greedy"] for r in awq_report.prompts)
+def test_kl_is_taken_at_frame_positions_only(validated):
+    tf, prompts = validated.report["metrics"]["teacher_forced"], validated.report["prompts"]
+    frames = sum(r["frames_bf16_greedy"] for r in prompts)
     # each prompt: one position per frame, plus the one that predicted end-of-speech
     assert tf["frame_positions"] == frames + tf["eos_prompts"]
-    assert all(len(r["kl_curve"]) == r["frames_bf16_greedy"] + 1 for r in awq_report.prompts)
+    assert all(len(r["kl_curve"]) == r["frames_bf16_greedy"] + 1 for r in prompts)
 
 
-def test_api_records_the_verdict_and_verify_still_passes(awq_copy, awq_report):
-    from awq_tts.validate.report import to_json
-
-    entry = json.loads((awq_copy / "noesis_provenance.json").read_text())["validations"][-1]
+def test_the_verdict_is_recorded_once_and_verify_still_passes(validated):
+    record = json.loads((validated.quant / "noesis_provenance.json").read_text())["validations"]
+    assert len(record) == validated.before + 1
+    entry, report = record[-1], validated.report
     assert entry["verdict"] == "pass" and entry["backend"] == "int4pack"
     assert entry["checks"]["memory"] == "pass" and entry["skipped"] == {}
-    assert [row[0] for row in entry["table"]] == [c.name for c in awq_report.checks]
-    assert entry["layer_cosine"] == awq_report.metrics["teacher_forced"]["layer_cosine"]
-    assert entry["report_sha256"] == hashlib.sha256(to_json(awq_report)).hexdigest()
-    assert CliRunner().invoke(main, ["verify", str(awq_copy)]).exit_code == 0
+    assert [row[0] for row in entry["table"]] == [c["name"] for c in report["checks"]]
+    assert entry["layer_cosine"] == report["metrics"]["teacher_forced"]["layer_cosine"]
+    assert entry["report_sha256"] == hashlib.sha256(
+        (validated.out / "r.json").read_bytes()).hexdigest()
+    assert CliRunner().invoke(main, ["verify", str(validated.quant)]).exit_code == 0
 
 
-def test_cli_writes_reports_and_records_once(awq_copy, tmp_path):
-    out = tmp_path / "report"
-    before = len(json.loads((awq_copy / "noesis_provenance.json").read_text())["validations"])
-    result = CliRunner().invoke(main, [
-        "validate", str(awq_copy), "--n-prompts", "1", "--max-new-tokens", "100",
-        "--json", str(out / "r.json"), "--markdown", str(out / "r.md")])
-    assert result.exit_code == 0, result.output
-    assert "verdict: PASS" in result.output and "backend int4pack" in result.output
-    report = json.loads((out / "r.json").read_text())
-    assert report["verdict"] == "pass" and not report["failed"]
-    assert (out / "r.md").read_text().startswith("# AWQ quality report: PASS")
-    assert (out / "r.png").read_bytes()[:4] == b"\x89PNG"
-    record = json.loads((awq_copy / "noesis_provenance.json").read_text())["validations"]
-    assert len(record) == before + 1
-    assert record[-1]["report_sha256"] == hashlib.sha256(
-        (out / "r.json").read_bytes()).hexdigest()
+def test_cli_writes_markdown_and_plot(validated):
+    assert (validated.out / "r.md").read_text().startswith("# AWQ quality report: PASS")
+    assert (validated.out / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_awq_kl_not_worse_than_rtn(tiny_trained, tiny_trained_awq, tmp_path):
@@ -148,14 +142,15 @@ def test_bf16_given_as_quant_passes_no_memory_check(tiny_trained):
     assert memory.failed and ratio.failed and "no INT4 linears" in memory.detail
 
 
-def test_memory_budget_on_cpu_is_a_fresh_process_peak(awq_report):
+def test_memory_budget_on_cpu_is_a_fresh_process_peak(validated):
     from awq_tts.validate.memory import MemoryProbe
 
-    measured = awq_report.metrics["memory"]["cpu_fresh_process"]
+    metrics = validated.report["metrics"]["memory"]
+    measured = metrics["cpu_fresh_process"]
     assert 1 < measured["peak_kib"] / 1024 < 1024, measured   # MiB, for the tiny model
     probe = MemoryProbe("cpu", budget_gb=0.001)
     probe.cpu_probe = measured
-    memory, ratio = probe.checks(awq_report.metrics["memory"], is_int4=True)
+    memory, ratio = probe.checks(metrics, is_int4=True)
     assert memory.failed and ratio.passed
 
 
