@@ -2,9 +2,10 @@
 
 Works on the ``--full-shape`` random checkpoint and its RTN-packed INT4 twin (built if
 missing, shared with ``benchmarks/memory.py``: AWQ changes values, not layout, so bytes
-and speed equal an AWQ checkpoint's). Batch 1, a KV cache of ``--cache`` tokens, median of
-``--repeats`` timed calls after one warm-up, all in one process so the ratios compare
-like with like on a noisy machine:
+and speed equal an AWQ checkpoint's). Batch 1, a KV cache of ``--cache`` tokens. The
+models are resident together and timed in ``--repeats`` interleaved rounds (each call
+once per round, after one warm-up), so a change in machine load hits every column alike;
+a speed-up is the median of the per-round ratios, a time the median over rounds:
 
 (a) each of the 7 talker linear shapes alone (``F.linear`` on a bf16 weight vs each backend);
 (b) one talker decoder step (28 layers, one token, cache cropped back after each call);
@@ -13,7 +14,7 @@ like with like on a noisy machine:
 (d) ``synthesize`` of one ten-word sentence end to end, capped at ``--frames`` frames
     (random weights never stop by themselves), as a real-time factor.
 
-Prints a table and writes JSON (default ``benchmarks/results/decode.json``).
+Prints a table and writes JSON (default ``benchmarks/results/decode-{cpu,cuda}.json``).
 Usage: python benchmarks/decode.py [--work DIR] [--device auto] [--repeats 5]
 """
 
@@ -49,17 +50,27 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
+def interleaved(fns: dict, device: str, repeats: int) -> dict[str, dict]:
+    """Time every callable once per round for ``repeats`` rounds (after one warm-up each),
+    so a change in machine load between rounds hits all of them alike. Per name: the
+    median seconds and the per-round times (for paired ratios)."""
+    for fn in fns.values():
         fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median_s": statistics.median(t), "rounds_s": t} for name, t in times.items()}
+
+
+def paired_speedup(base: dict, other: dict) -> float:
+    """Median over rounds of base time / other time (both timed in the same round)."""
+    return statistics.median(b / o for b, o in zip(base["rounds_s"], other["rounds_s"],
+                                                   strict=True))
 
 
 @torch.no_grad()
@@ -71,14 +82,15 @@ def bench_linears(device: str, backends: list[str], repeats: int) -> list[dict]:
         packed = pack_gemm(numerics.quantize(w, scales, zeros, 128), scales, zeros)
         x = torch.randn(1, k, generator=gen).to(device, torch.bfloat16)
         dense = w.to(device, torch.bfloat16)
-        row = {"linear": name, "shape": f"{k}→{n}",
-               "bf16": timed(lambda x=x, dense=dense: torch.nn.functional.linear(x, dense),
-                             device, repeats)}
+        fns = {"bf16": lambda x=x, dense=dense: torch.nn.functional.linear(x, dense)}
         for backend in backends:
             layer = Int4Linear.from_packed(packed, 128).to(device)
             layer.use_backend(BACKENDS[backend], torch.bfloat16)
-            row[backend] = timed(lambda layer=layer, x=x: layer(x), device, repeats)
-        rows.append(row)
+            fns[backend] = lambda layer=layer, x=x: layer(x)
+        times = interleaved(fns, device, repeats)
+        rows.append({"linear": name, "shape": f"{k}→{n}",
+                     **{b: t["median_s"] for b, t in times.items()},
+                     "speedup": {b: paired_speedup(times["bf16"], times[b]) for b in backends}})
     return rows
 
 
@@ -93,9 +105,12 @@ def _talker_state(tts, cache_len: int):
 
 
 @torch.no_grad()
-def bench_model(tts, device: str, cache_len: int, repeats: int) -> dict:
+def model_calls(tts, cache_len: int) -> dict:
+    """(b) one talker step and (c) one codec frame of ``tts``, each leaving its cache as
+    it found it."""
     talker, cache, token = _talker_state(tts, cache_len)
 
+    @torch.no_grad()
     def step():
         talker.model(inputs_embeds=token, past_key_values=cache, use_cache=True)
         cache.crop(cache_len)
@@ -109,12 +124,28 @@ def bench_model(tts, device: str, cache_len: int, repeats: int) -> dict:
         subtalker_dosample=False, subtalker_top_p=1.0, subtalker_top_k=1,
         subtalker_temperature=1.0)
 
+    @torch.no_grad()
     def frame():
         talker(**frame_kwargs)
         cache.crop(cache_len)
 
-    return {"talker_step": timed(step, device, repeats),
-            "codec_frame": timed(frame, device, repeats)}
+    return {"talker_step": step, "codec_frame": frame}
+
+
+MODEL_KEYS = ("talker_step", "codec_frame")
+
+
+def bench_models(models: dict, device: str, cache_len: int, repeats: int) -> dict:
+    """Every model's (b) and (c), interleaved round by round; paired speed-ups over bf16."""
+    calls = {name: model_calls(tts, cache_len) for name, tts in models.items()}
+    out: dict = {name: {} for name in models}
+    for key in MODEL_KEYS:
+        times = interleaved({n: c[key] for n, c in calls.items()}, device, repeats)
+        for name, t in times.items():
+            out[name][key] = t["median_s"]
+            if name != "bf16" and "bf16" in times:
+                out[name].setdefault("speedup", {})[key] = paired_speedup(times["bf16"], t)
+    return out
 
 
 def bench_synth(tts, device: str, frames: int) -> dict:
@@ -132,22 +163,26 @@ def run(args) -> dict:
     bf16_dir, int4_dir = full_shape_pair(args.work, args.variant)
     result = {"machine": machine(device), "device": device, "repeats": args.repeats,
               "cache_tokens": args.cache, "synth_frames_cap": args.frames,
-              "threads": torch.get_num_threads(), "backends": backends,
+              "threads": torch.get_num_threads(), "backends": backends, "interleaved": True,
               "linears_s": bench_linears(device, backends, args.repeats), "models": {}}
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    for name in ["bf16", *backends]:
-        path = bf16_dir if name == "bf16" else int4_dir
-        tts = load(path, device=device, dtype=torch.bfloat16,
-                   backend="auto" if name == "bf16" else name)
-        repeats = args.repeats if name != "dequant" else max(1, args.repeats // 5)
-        entry = bench_model(tts, device, args.cache, repeats)
-        if not args.skip_synth and name != "dequant":
-            entry["synthesize"] = bench_synth(tts, device, args.frames)
-        result["models"][name] = entry
-        print(f"{name}: {entry}", flush=True)
-        del tts
+    # dequant is ~50× slower: timed on its own, with fewer rounds, after the others.
+    groups = [["bf16", *(b for b in backends if b != "dequant")]]
+    if "dequant" in backends:
+        groups.append(["dequant"])
+    for names in groups:
+        models = {name: load(bf16_dir if name == "bf16" else int4_dir, device=device,
+                             dtype=torch.bfloat16, backend="auto" if name == "bf16" else name)
+                  for name in names}
+        repeats = args.repeats if names != ["dequant"] else max(1, args.repeats // 5)
+        result["models"].update(bench_models(models, device, args.cache, repeats))
+        for name, tts in models.items():
+            if not args.skip_synth and name != "dequant":
+                result["models"][name]["synthesize"] = bench_synth(tts, device, args.frames)
+            print(f"{name}: {result['models'][name]}", flush=True)
+        del models
     return result
 
 
@@ -170,21 +205,25 @@ def table(result: dict) -> str:
     head = "| | " + " | ".join(names) + " | " + " | ".join(
         f"{b} speed-up" for b in result["backends"]) + " |"
     lines = [f"Machine: {result['machine']}; batch 1, KV cache {result['cache_tokens']}, "
-             f"median of {result['repeats']}; milliseconds.", "", head,
+             f"{result['repeats']} interleaved rounds; median milliseconds, speed-up = median "
+             f"of the per-round ratios.", "", head,
              "|---|" + "---:|" * (2 * len(names) - 1)]
 
-    def row(label: str, values: dict) -> str:
+    def row(label: str, values: dict, ups: dict) -> str:
         cells = [f"{values[n] * 1e3:.2f}" if n in values else "–" for n in names]
-        ups = [f"{values['bf16'] / values[b]:.2f}×" if b in values else "–"
-               for b in result["backends"]]
-        return f"| {label} | " + " | ".join(cells + ups) + " |"
+        ratio = [f"{ups[b]:.2f}×" if b in ups else (
+            f"{values['bf16'] / values[b]:.2f}×" if b in values else "–")
+            for b in result["backends"]]
+        return f"| {label} | " + " | ".join(cells + ratio) + " |"
 
     for r in result["linears_s"]:
-        lines.append(row(f"{r['linear']} {r['shape']}", r))
+        lines.append(row(f"{r['linear']} {r['shape']}", r, r.get("speedup", {})))
     models = result["models"]
     for key, label in (("talker_step", "talker step (28 layers)"),
                        ("codec_frame", "codec frame (talker + 15 sub-steps)")):
-        lines.append(row(label, {n: m[key] for n, m in models.items()}))
+        lines.append(row(label, {n: m[key] for n, m in models.items()},
+                         {n: m["speedup"][key] for n, m in models.items()
+                          if key in m.get("speedup", {})}))
     synth = {n: m["synthesize"]["rtf"] for n, m in models.items() if "synthesize" in m}
     if synth:
         cells = [f"RTF {synth[n]:.2f}" if n in synth else "–" for n in names]
