@@ -138,6 +138,33 @@ def stage_speak_one(args) -> dict:
     return out
 
 
+def stage_decode(args) -> dict:
+    """The runtime issue's decode table on this device (``decode.py``'s own functions): the
+    7 talker linear shapes, one talker step and one codec frame, bf16 against every INT4
+    backend but ``dequant``, all resident together (no memory cap: this is a speed stage)
+    and timed in interleaved rounds."""
+    import torch
+    from decode import bench_linears, bench_models, table
+
+    from awq_tts.runtime import available_backends, load
+
+    bf16, int4 = _paths(args)
+    backends = [b for b in available_backends(args.device) if b != "dequant"]
+    repeats = 2 if args.tiny else 7
+    models = {"bf16": load(bf16, device=args.device, dtype=torch.bfloat16)}
+    for name in backends:
+        models[name] = load(int4.with_name("int4-rtn"), device=args.device,
+                            dtype=torch.bfloat16, backend=name)
+    result = {"machine": args.device, "device": args.device, "repeats": repeats,
+              "cache_tokens": 64, "backends": backends, "interleaved": True,
+              "linears_s": bench_linears(args.device, backends, repeats),
+              "models": bench_models(models, args.device, 64, repeats),
+              "talker_layers": len(models["bf16"].model.talker.model.layers)}
+    if _cuda(args.device):
+        result["machine"] = torch.cuda.get_device_name(args.device)
+    return {**result, "table_markdown": table(result)}
+
+
 def stage_quantize(args) -> dict:
     from quantize_full import time_talker
 
@@ -195,7 +222,8 @@ def stage_validate(args) -> dict:
 
 
 STAGE_FUNCTIONS = {"env": stage_env, "gpu_tests": stage_gpu_tests, "build": stage_build,
-                   "speak_one": stage_speak_one, "quantize": stage_quantize,
+                   "speak_one": stage_speak_one, "decode": stage_decode,
+                   "quantize": stage_quantize,
                    "validate": stage_validate}
 
 

@@ -178,6 +178,7 @@ def run(args) -> dict:
                   for name in names}
         repeats = args.repeats if names != ["dequant"] else max(1, args.repeats // 5)
         result["models"].update(bench_models(models, device, args.cache, repeats))
+        result["talker_layers"] = len(next(iter(models.values())).model.talker.model.layers)
         for name, tts in models.items():
             if not args.skip_synth and name != "dequant":
                 result["models"][name]["synthesize"] = bench_synth(tts, device, args.frames)
@@ -219,7 +220,8 @@ def table(result: dict) -> str:
     for r in result["linears_s"]:
         lines.append(row(f"{r['linear']} {r['shape']}", r, r.get("speedup", {})))
     models = result["models"]
-    for key, label in (("talker_step", "talker step (28 layers)"),
+    layers = result.get("talker_layers", 28)
+    for key, label in (("talker_step", f"talker step ({layers} layers)"),
                        ("codec_frame", "codec frame (talker + 15 sub-steps)")):
         lines.append(row(label, {n: m[key] for n, m in models.items()},
                          {n: m["speedup"][key] for n, m in models.items()

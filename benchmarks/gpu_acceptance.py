@@ -11,11 +11,14 @@ after every stage, so a run cut short still leaves what it measured):
                  AWQ) with every backend the device has, each in a fresh process under the
                  memory cap: peak memory of the load and of generating about 30 s of audio
                  (random weights never stop; the frames are capped), RTF;
-5. ``quantize``  ``awq_tts.quantize`` on the device with a reduced but real calibration
+5. ``decode``    the runtime issue's table: each talker linear shape, one talker step and
+                 one codec frame at batch 1, bf16 against every INT4 backend but
+                 ``dequant``, resident together, interleaved rounds (``decode.py``);
+6. ``quantize``  ``awq_tts.quantize`` on the device with a reduced but real calibration
                  (32 prompts × 256 tokens) under the cap: wall time split into calibration
                  and walk, seconds per layer, peak memory, and the time extrapolated to the
                  default 128 × 512 by the token ratio;
-6. ``validate``  ``validate_awq_quality`` of that INT4 output against its source, a few
+7. ``validate``  ``validate_awq_quality`` of that INT4 output against its source, a few
                  prompts, tokens capped (random weights: the verdict is reported, not judged).
 
 The cap is ``torch.cuda.set_per_process_memory_fraction`` (``--cap-gib``, default 6). On the
@@ -35,10 +38,10 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("env", "gpu_tests", "build", "speak", "quantize", "validate")
+STAGES = ("env", "gpu_tests", "build", "speak", "decode", "quantize", "validate")
 #: Seconds each stage may take on the GPU machine (the whole run: about 8 minutes).
-BUDGET = {"env": 60, "gpu_tests": 150, "build": 120, "speak": 240, "quantize": 300,
-          "validate": 150}
+BUDGET = {"env": 60, "gpu_tests": 150, "build": 120, "speak": 240, "decode": 90,
+          "quantize": 300, "validate": 150}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -154,6 +157,12 @@ def table(results: dict) -> str:
                          if "speech_estimate_s" in q else "")]
     elif q:
         lines += ["", f"Quantize: {q}"]
+    d = results.get("decode") or {}
+    if "table_markdown" in d:
+        lines += ["", "Decode (batch 1, KV cache 64; milliseconds, speed-up over bf16):", "",
+                  *d["table_markdown"].split("\n")[2:]]
+    elif d:
+        lines += ["", f"Decode: {d.get('error') or d.get('skipped')}"]
     for key in ("gpu_tests", "validate"):
         r = results.get(key) or {}
         text = r.get("summary") or r.get("verdict") or r.get("error") or r.get("skipped")

@@ -24,7 +24,7 @@ def test_dry_run_writes_every_stage(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads((out / "gpu_acceptance.json").read_text())
     assert result["gpu_tests"] == {"skipped": "--skip"}   # on the CPU it would skip them all
-    for stage in ("env", "build", "speak", "quantize", "validate"):
+    for stage in ("env", "build", "speak", "decode", "quantize", "validate"):
         assert stage in result and "error" not in result[stage], (stage, result[stage])
     assert result["env"]["device"] == "cpu" and result["env"]["backends"]
     assert set(result["speak"]) == {"bf16", *result["env"]["backends"]}
@@ -35,8 +35,14 @@ def test_dry_run_writes_every_stage(tmp_path):
     assert quantized["layers"] == 2 and quantized["extrapolated_default_s"] > 0
     assert quantized["speech_estimate_s"] > 0 and quantized["rollout"]["talker_row_steps"] > 0
     assert result["validate"]["verdict"]
+    decode = result["decode"]
+    assert set(decode["models"]) == {"bf16", *decode["backends"]} and "dequant" not in decode[
+        "backends"]
+    assert all(m["talker_step"] > 0 and m["codec_frame"] > 0 for m in decode["models"].values())
+    assert decode["models"]["int4pack"]["speedup"]["talker_step"] > 0
     table = (out / "gpu_acceptance.md").read_text()
     assert "INT4 int4pack" in table and "Quantize (4 × 32 tokens" in table
+    assert "| talker step (2 layers) |" in table
 
 
 def test_a_stage_runs_in_its_own_process(tmp_path):
@@ -64,6 +70,6 @@ def test_the_deadline_leaves_a_complete_report(tmp_path):
                               work=tmp_path / "w", skip=[], deadline=5, in_process=True)
     result = orchestrate(args)
     assert all("out of time" in result[stage]["skipped"] for stage in
-               ("env", "gpu_tests", "build", "speak", "quantize", "validate"))
+               ("env", "gpu_tests", "build", "speak", "decode", "quantize", "validate"))
     written = json.loads((tmp_path / "o" / "gpu_acceptance.json").read_text())
     assert written["deadline_s"] == 5 and "out of time" in written["validate"]["skipped"]
