@@ -115,10 +115,28 @@ def test_load_without_speech_tokenizer_names_repair(tiny_base_awq, tmp_path):
         load(copy)
 
 
+def test_on_the_cpu_the_speech_tokenizer_decodes_in_float32(tiny_base, tiny_base_awq):
+    """Its bf16 convolutions fall back to reference loops on a CPU (70× slower at full
+    size): bf16 and INT4 loads both decode in float32 there, the talker keeps its dtype,
+    and the audio is the bf16 codec's."""
+    codes = torch.randint(0, TINY.codebook, (12, TINY.code_groups),
+                          generator=torch.Generator().manual_seed(0))
+    for path in (tiny_base, tiny_base_awq):
+        tts = load(path, device="cpu", dtype=torch.bfloat16)
+        codec = tts.model.speech_tokenizer
+        assert tts.awq_codec_dtype == "float32" and codec.model.dtype == torch.float32
+        assert tts.model.talker.dtype == torch.bfloat16
+    wav32 = codec.decode([{"audio_codes": codes}])[0][0]
+    codec.model.to(torch.bfloat16)
+    wav16 = codec.decode([{"audio_codes": codes}])[0][0]
+    assert _audible(wav32) and wav32.shape == wav16.shape
+    assert np.corrcoef(wav32, wav16)[0, 1] > 0.99
+
+
 @pytest.mark.gpu
 def test_int4_speaks_on_cuda(tiny_base_awq, ref_clip):
     tts = load(tiny_base_awq, device="cuda:0")
-    assert tts.awq_backend == "int4pack"
+    assert tts.awq_backend == "int4pack" and tts.awq_codec_dtype == "bfloat16"
     wavs, _ = tts.generate_voice_clone(text="Hi.", language="English", ref_audio=ref_clip,
                                        x_vector_only_mode=True, max_new_tokens=12, **GREEDY)
     assert _audible(wavs[0])

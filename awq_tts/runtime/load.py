@@ -36,7 +36,9 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     ``path`` is a local folder or a hub id (downloaded with huggingface_hub). ``device``
     ``auto`` is CUDA when available, else the CPU. ``backend`` picks the INT4 kernel
     (``auto``, ``int4pack``, ``awq-triton``, ``dequant``; see ``runtime.backends``); the
-    choice is on the result as ``tts.awq_backend`` (``none`` for a bf16 checkpoint).
+    choice is on the result as ``tts.awq_backend`` (``none`` for a bf16 checkpoint). On a
+    CPU the speech tokenizer runs in float32 whatever ``dtype`` says (its bf16 convolutions
+    are 70× slower there; see the adapter's ``place_codec``), as ``tts.awq_codec_dtype``.
     """
     device = resolve_device(device)
     source = resolve(str(path))
@@ -49,9 +51,10 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     if qconfig is None:
         tts = adapter.from_pretrained(source.path, device_map=device, dtype=dtype)
         tts.awq_backend = "none"
-        return tts
-    tts = _load_int4(adapter, source.path, files, qconfig, device, dtype)
-    tts.awq_backend = prepare_for_inference(tts.model, backend, dtype)
+    else:
+        tts = _load_int4(adapter, source.path, files, qconfig, device, dtype)
+        tts.awq_backend = prepare_for_inference(tts.model, backend, dtype)
+    tts.awq_codec_dtype = str(adapter.place_codec(tts, device)).removeprefix("torch.")
     return tts
 
 
