@@ -51,6 +51,9 @@ def test_unpack_inverts_pack_for_every_code():
     assert words.dtype == torch.int32 and words.shape == (37, 8)
     assert (words < 0).any(), "codes ≥ 8 in the top nibble must give negative int32 words"
     assert torch.equal(unpack_int4(words), codes)
+    by_output = unpack_int4(words, torch.int32, transposed=True)  # what kernels pack from
+    assert by_output.dtype == torch.int32 and by_output.is_contiguous()
+    assert torch.equal(by_output, codes.t().int())
 
 
 def test_unpack_gemm_round_trip_and_dequantized_values():

@@ -8,6 +8,7 @@ knows the codec head, the end-of-speech id, the speaker encoder and the audio de
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,13 @@ from torch import nn
 from ...errors import UsageError
 from ..mapping import QWEN3_TTS_TALKER, decoder_layers
 from .package import quiet_generation, qwen_tts
-from .patches import TalkerPrompt, TalkerRecord, capture_prompt, record_talker
+from .patches import (
+    TalkerPrompt,
+    TalkerRecord,
+    capture_prompt,
+    record_talker,
+    speech_tokenizer_dtype,
+)
 
 #: Voice descriptions cycled over calibration prompts for VoiceDesign models.
 DESIGN_INSTRUCTIONS = (
@@ -58,8 +65,12 @@ class Qwen3TTS:
 
     # -- loading -------------------------------------------------------------------------
     def from_pretrained(self, path: str | Path, **kwargs: Any):
-        """``qwen_tts.Qwen3TTSModel.from_pretrained`` (a bf16 or float checkpoint)."""
-        return qwen_tts().Qwen3TTSModel.from_pretrained(str(path), **kwargs)
+        """``qwen_tts.Qwen3TTSModel.from_pretrained`` (a bf16 or float checkpoint), with the
+        speech tokenizer in :meth:`codec_dtype`."""
+        package = qwen_tts()
+        codec = self.codec_dtype(kwargs.get("device_map", "cpu"), kwargs.get("dtype"))
+        with speech_tokenizer_dtype(codec) if codec else contextlib.nullcontext():
+            return package.Qwen3TTSModel.from_pretrained(str(path), **kwargs)
 
     def empty_model(self, path: Path) -> nn.Module:
         """The core model built on the meta device from ``config.json`` (no weights)."""
@@ -83,7 +94,8 @@ class Qwen3TTS:
 
         model.eval()
         model.load_speech_tokenizer(Qwen3TTSTokenizer.from_pretrained(
-            str(path / "speech_tokenizer"), device_map=device, dtype=dtype))
+            str(path / "speech_tokenizer"), device_map=device,
+            dtype=self.codec_dtype(device, dtype) or dtype))
         generation = path / "generation_config.json"
         model.load_generate_config(json.loads(generation.read_text())
                                    if generation.is_file() else {})
@@ -92,19 +104,28 @@ class Qwen3TTS:
                                         generate_defaults=model.generate_config)
 
     @staticmethod
-    def place_codec(tts, device: str) -> torch.dtype:
-        """Give the speech tokenizer (codes → audio) the dtype its device runs fast; returns it.
+    def codec_dtype(device: str, dtype: object) -> torch.dtype | None:
+        """The dtype the speech tokenizer (codes → audio) loads in, where it differs from the
+        talker's: float32 on a CPU when the talker is bf16 or fp16.
 
-        On a CPU it runs in float32: its dilated convolutions have no bf16 kernel there and
-        fall back to torch's reference loops (``slow_conv_dilated2d``), 70× slower: 72 s
-        against 1.0 s to decode 12 frames with the full-size decoder on 2 AVX2 cores, waves
-        agreeing to a correlation of 0.9994. The cost is its 234 M parameters in float32
-        instead of bf16 (+0.44 GiB of RAM). Elsewhere it keeps the load dtype. qwen-tts casts
-        the codec's inputs to the codec's own dtype, so nothing else changes.
+        Its dilated convolutions have no bf16 kernel on a CPU and fall back to torch's
+        reference loops (``slow_conv_dilated2d``), 70× slower: 72 s against 1.0 s to decode
+        12 frames with the full-size decoder on 2 AVX2 cores. The cost is its 234 M
+        parameters in float32 (+0.44 GiB of RAM); loaded straight from the checkpoint's
+        float32 tensors, never through bf16. qwen-tts casts the codec's inputs to the
+        codec's own dtype, so nothing else changes. Elsewhere: ``None`` (the load dtype).
         """
+        cpu = str(device).startswith("cpu")
+        return torch.float32 if cpu and dtype in (torch.bfloat16, torch.float16) else None
+
+    @staticmethod
+    def place_codec(tts, device: str) -> torch.dtype:
+        """The speech tokenizer's dtype, cast to :meth:`codec_dtype` if it was loaded in
+        another (a model built outside ``awq_tts.load``)."""
         codec = tts.model.speech_tokenizer.model
-        if torch.device(device).type == "cpu" and codec.dtype in (torch.bfloat16, torch.float16):
-            codec.float()
+        wanted = Qwen3TTS.codec_dtype(device, codec.dtype)
+        if wanted is not None:
+            codec.to(wanted)
         return codec.dtype
 
     # -- structure -----------------------------------------------------------------------

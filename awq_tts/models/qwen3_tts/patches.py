@@ -2,7 +2,8 @@
 
 - ``record_talker``: record what the talker sees while a qwen-tts model speaks;
 - ``capture_prompt``: stop a ``generate_*`` call where the talker would start decoding;
-- ``make_speakers_copyable``: let transformers deep-copy a Qwen3-TTS model.
+- ``make_speakers_copyable``: let transformers deep-copy a Qwen3-TTS model;
+- ``speech_tokenizer_dtype``: load the speech tokenizer in its own dtype.
 
 Recording the talker:
 
@@ -46,6 +47,24 @@ def swap_attr(obj: object, name: str, value: object) -> Callable[[], None]:
             setattr(obj, name, before)
 
     return undo
+
+
+@contextlib.contextmanager
+def speech_tokenizer_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Within the block qwen-tts loads every speech tokenizer in ``dtype``
+    (``Qwen3TTSModel.from_pretrained`` otherwise passes it the talker's dtype)."""
+    from qwen_tts.inference.qwen3_tts_tokenizer import Qwen3TTSTokenizer
+
+    load = Qwen3TTSTokenizer.from_pretrained
+
+    def in_dtype(cls, *args, **kwargs):
+        return load(*args, **{**kwargs, "dtype": dtype})
+
+    undo = swap_attr(Qwen3TTSTokenizer, "from_pretrained", classmethod(in_dtype))
+    try:
+        yield
+    finally:
+        undo()
 
 
 @dataclass

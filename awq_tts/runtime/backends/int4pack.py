@@ -68,13 +68,14 @@ class Int4Pack(Backend):
     def prepare(self, layer, dtype: torch.dtype) -> None:
         device = layer.qweight.device
         kdtype = self.kernel_dtype(device, dtype)
-        codes = unpack_int4(layer.qweight).t().contiguous()          # [N, K] uint8
         if device.type == "cuda":
+            codes = unpack_int4(layer.qweight, transposed=True)       # [N, K] uint8
             pairs = (codes[:, ::2] << 4 | codes[:, 1::2]).contiguous()
             weight = torch.ops.aten._convert_weight_to_int4pack(pairs, _inner_k_tiles(
                 layer.in_features))
         else:
-            weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.int(), 2)
+            codes = unpack_int4(layer.qweight, torch.int32, transposed=True)  # [N, K]
+            weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 2)
         del codes
         scales = layer.scales.float()                                  # [K/G, N]
         zeros = unpack_int4(layer.qzeros).float()
