@@ -115,17 +115,25 @@ def test_load_without_speech_tokenizer_names_repair(tiny_base_awq, tmp_path):
         load(copy)
 
 
-def test_on_the_cpu_the_speech_tokenizer_decodes_in_float32(tiny_base, tiny_base_awq):
-    """Its bf16 convolutions fall back to reference loops on a CPU (70× slower at full
-    size): bf16 and INT4 loads both decode in float32 there, the talker keeps its dtype,
-    and the audio is the bf16 codec's."""
+def test_on_the_cpu_the_audio_modules_run_in_float32(tiny_base, tiny_base_awq, ref_clip):
+    """Their bf16 convolutions fall back to reference loops on a CPU (35–70× slower at full
+    size): bf16 and INT4 loads both decode and embed speakers in float32 there, the talker
+    keeps its dtype, and audio and x-vector are the bf16 modules' own."""
     codes = torch.randint(0, TINY.codebook, (12, TINY.code_groups),
                           generator=torch.Generator().manual_seed(0))
     for path in (tiny_base, tiny_base_awq):
         tts = load(path, device="cpu", dtype=torch.bfloat16)
         codec = tts.model.speech_tokenizer
+        encoder = tts.model.speaker_encoder
         assert tts.awq_codec_dtype == "float32" and codec.model.dtype == torch.float32
+        assert next(encoder.parameters()).dtype == torch.float32
         assert tts.model.talker.dtype == torch.bfloat16
+    wav, sr = ref_clip
+    x32 = tts.model.extract_speaker_embedding(wav, sr)       # qwen-tts casts mels to bf16
+    encoder.to(torch.bfloat16)
+    x16 = tts.model.extract_speaker_embedding(wav, sr)
+    assert x32.dtype == torch.float32 and x16.dtype == torch.bfloat16
+    assert torch.cosine_similarity(x32, x16.float(), dim=-1).item() > 0.99
     wav32 = codec.decode([{"audio_codes": codes}])[0][0]
     codec.model.to(torch.bfloat16)
     wav16 = codec.decode([{"audio_codes": codes}])[0][0]

@@ -37,8 +37,9 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     ``auto`` is CUDA when available, else the CPU. ``backend`` picks the INT4 kernel
     (``auto``, ``int4pack``, ``awq-triton``, ``dequant``; see ``runtime.backends``); the
     choice is on the result as ``tts.awq_backend`` (``none`` for a bf16 checkpoint). On a
-    CPU the speech tokenizer runs in float32 whatever ``dtype`` says (its bf16 convolutions
-    are 70× slower there; see the adapter's ``place_codec``), as ``tts.awq_codec_dtype``.
+    CPU the speech tokenizer and the speaker encoder run in float32 whatever ``dtype`` says
+    (their bf16 convolutions are 35–70× slower there; ``models/qwen3_tts/audio_dtype.py``);
+    the speech tokenizer's dtype is ``tts.awq_codec_dtype``.
     """
     device = resolve_device(device)
     source = resolve(str(path))
@@ -54,7 +55,7 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     else:
         tts = _load_int4(adapter, source.path, files, qconfig, device, dtype)
         tts.awq_backend = prepare_for_inference(tts.model, backend, dtype)
-    tts.awq_codec_dtype = str(adapter.place_codec(tts, device)).removeprefix("torch.")
+    tts.awq_codec_dtype = str(adapter.place_audio(tts, device)).removeprefix("torch.")
     return tts
 
 

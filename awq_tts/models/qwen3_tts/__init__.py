@@ -20,6 +20,7 @@ from torch import nn
 
 from ...errors import UsageError
 from ..mapping import QWEN3_TTS_TALKER, decoder_layers
+from . import audio_dtype
 from .package import quiet_generation, qwen_tts
 from .patches import (
     TalkerPrompt,
@@ -103,30 +104,8 @@ class Qwen3TTS:
         return qwen_tts().Qwen3TTSModel(model=model, processor=processor,
                                         generate_defaults=model.generate_config)
 
-    @staticmethod
-    def codec_dtype(device: str, dtype: object) -> torch.dtype | None:
-        """The dtype the speech tokenizer (codes → audio) loads in, where it differs from the
-        talker's: float32 on a CPU when the talker is bf16 or fp16.
-
-        Its dilated convolutions have no bf16 kernel on a CPU and fall back to torch's
-        reference loops (``slow_conv_dilated2d``), 70× slower: 72 s against 1.0 s to decode
-        12 frames with the full-size decoder on 2 AVX2 cores. The cost is its 234 M
-        parameters in float32 (+0.44 GiB of RAM); loaded straight from the checkpoint's
-        float32 tensors, never through bf16. qwen-tts casts the codec's inputs to the
-        codec's own dtype, so nothing else changes. Elsewhere: ``None`` (the load dtype).
-        """
-        cpu = str(device).startswith("cpu")
-        return torch.float32 if cpu and dtype in (torch.bfloat16, torch.float16) else None
-
-    @staticmethod
-    def place_codec(tts, device: str) -> torch.dtype:
-        """The speech tokenizer's dtype, cast to :meth:`codec_dtype` if it was loaded in
-        another (a model built outside ``awq_tts.load``)."""
-        codec = tts.model.speech_tokenizer.model
-        wanted = Qwen3TTS.codec_dtype(device, codec.dtype)
-        if wanted is not None:
-            codec.to(wanted)
-        return codec.dtype
+    codec_dtype = staticmethod(audio_dtype.codec_dtype)
+    place_audio = staticmethod(audio_dtype.place_audio)
 
     # -- structure -----------------------------------------------------------------------
     def variant(self, tts) -> str:
