@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._compat import patch_transformers_for_autoawq
-from .models.qwen3_tts.patches import make_speakers_copyable
+from .models.qwen3_tts.load_patches import make_speakers_copyable
 
 __version__ = "0.1.0"
 

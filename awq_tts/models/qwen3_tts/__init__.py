@@ -1,9 +1,10 @@
 """The Qwen3-TTS adapter: the one place that knows qwen-tts (see ``models/base.py``).
 
-``package.py`` imports qwen-tts quietly and registers its Auto classes; ``patches.py`` holds
-every patch applied to it. This module loads and builds models, finds the talker's decoder
-layers, asks a model to speak (one dispatch over base / custom_voice / voice_design), and
-knows the codec head, the end-of-speech id, the speaker encoder and the audio decoder.
+``package.py`` imports qwen-tts quietly and registers its Auto classes; ``patches.py`` (while
+speaking) and ``load_patches.py`` (while loading) hold every patch applied to it. This
+module loads and builds models, finds the talker's decoder layers, asks a model to speak
+(one dispatch over base / custom_voice / voice_design), and knows the codec head, the
+end-of-speech id, the speaker encoder and the audio decoder.
 """
 
 from __future__ import annotations
@@ -21,14 +22,9 @@ from torch import nn
 from ...errors import UsageError
 from ..mapping import QWEN3_TTS_TALKER, decoder_layers
 from . import audio_dtype
+from .load_patches import speech_tokenizer_dtype
 from .package import quiet_generation, qwen_tts
-from .patches import (
-    TalkerPrompt,
-    TalkerRecord,
-    capture_prompt,
-    record_talker,
-    speech_tokenizer_dtype,
-)
+from .patches import TalkerPrompt, TalkerRecord, capture_prompt, record_talker
 
 #: Voice descriptions cycled over calibration prompts for VoiceDesign models.
 DESIGN_INSTRUCTIONS = (

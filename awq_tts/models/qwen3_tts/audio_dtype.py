@@ -9,7 +9,7 @@ against 0.08 s for a 5 s clip. The cost is their 246 M parameters in float32 (+0
 of RAM). On CUDA they keep the load dtype.
 
 The speech tokenizer is loaded straight from its float32 checkpoint in that dtype (never
-rounded through bf16; see ``patches.speech_tokenizer_dtype``); qwen-tts casts its inputs
+rounded through bf16; see ``load_patches.speech_tokenizer_dtype``); qwen-tts casts its inputs
 to its own dtype. The speaker encoder's weights live in the bf16 model file, so it is
 upcast after loading (exact), and a pre-hook gives it inputs in its own dtype, since
 qwen-tts casts the mel spectrogram to the talker's.

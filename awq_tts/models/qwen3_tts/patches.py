@@ -1,9 +1,9 @@
-"""Every patch awq-tts applies to qwen-tts, each re-entrant and undone in ``finally``.
+"""The patches awq-tts applies to qwen-tts while a model speaks, each re-entrant and undone
+in ``finally`` (the ones applied while loading are in ``load_patches.py``).
 
 - ``record_talker``: record what the talker sees while a qwen-tts model speaks;
 - ``capture_prompt``: stop a ``generate_*`` call where the talker would start decoding;
-- ``make_speakers_copyable``: let transformers deep-copy a Qwen3-TTS model;
-- ``speech_tokenizer_dtype``: load the speech tokenizer in its own dtype.
+- ``swap_attr``: the nesting attribute swap they (and ``decode.py``) are built on.
 
 Recording the talker:
 
@@ -21,16 +21,12 @@ runs as users run it and only the code predictor skips samples that have stopped
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import numpy as np
 import torch
-
-_MODELING = "qwen_tts.core.models.modeling_qwen3_tts"
 
 
 def swap_attr(obj: object, name: str, value: object) -> Callable[[], None]:
@@ -47,24 +43,6 @@ def swap_attr(obj: object, name: str, value: object) -> Callable[[], None]:
             setattr(obj, name, before)
 
     return undo
-
-
-@contextlib.contextmanager
-def speech_tokenizer_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Within the block qwen-tts loads every speech tokenizer in ``dtype``
-    (``Qwen3TTSModel.from_pretrained`` otherwise passes it the talker's dtype)."""
-    from qwen_tts.inference.qwen3_tts_tokenizer import Qwen3TTSTokenizer
-
-    load = Qwen3TTSTokenizer.from_pretrained
-
-    def in_dtype(cls, *args, **kwargs):
-        return load(*args, **{**kwargs, "dtype": dtype})
-
-    undo = swap_attr(Qwen3TTSTokenizer, "from_pretrained", classmethod(in_dtype))
-    try:
-        yield
-    finally:
-        undo()
 
 
 @dataclass
@@ -254,56 +232,3 @@ def capture_prompt(tts, speak: Callable[[], object]) -> TalkerPrompt:
         trailing=captured["trailing_text_hidden"][0].float().cpu(),
         pad=captured["tts_pad_embed"].reshape(-1).float().cpu(),
     )
-
-
-def make_speakers_copyable() -> None:
-    """Let transformers deep-copy a Qwen3-TTS model (its AWQ loading path does).
-
-    qwen-tts sets ``model.supported_speakers = config.talker_config.spk_id.keys()``: a
-    ``dict_keys``, which cannot be pickled, so ``copy.deepcopy(model)`` — and with it
-    ``Qwen3TTSModel.from_pretrained`` of an AWQ folder through transformers — fails with
-    ``TypeError: cannot pickle 'dict_keys' object``. After this call the attribute is a
-    list of the same names (every qwen-tts use of it is ``in``, iteration or ``sorted``).
-    Cheap when qwen-tts is not imported yet: the patch is applied when it is.
-    """
-    module = sys.modules.get(_MODELING)
-    if module is not None:
-        _patch_speakers(module)
-    elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport())
-
-
-def _patch_speakers(module: ModuleType) -> None:
-    cls = module.Qwen3TTSForConditionalGeneration
-    if getattr(cls.__init__, "_awq_tts_copyable", False):
-        return
-    original = cls.__init__
-
-    def __init__(self, config, *args, **kwargs):
-        original(self, config, *args, **kwargs)
-        self.supported_speakers = list(self.supported_speakers)
-
-    __init__._awq_tts_copyable = True
-    cls.__init__ = __init__
-
-
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Applies :func:`_patch_speakers` right after qwen-tts's modeling module executes."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != _MODELING:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None:
-                execute = spec.loader.exec_module
-
-                def exec_module(module, execute=execute):
-                    execute(module)
-                    _patch_speakers(module)
-
-                spec.loader.exec_module = exec_module
-                return spec
-        return None
