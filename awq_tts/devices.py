@@ -34,3 +34,10 @@ def resolve_device(spec: str | torch.device | None = "auto") -> str:
                              f"{torch.cuda.device_count()} CUDA device(s)")
         return f"cuda:{index}"
     return "cpu"
+
+
+def half_on_cpu(device: str | torch.device, dtype: object) -> bool:
+    """Whether ``dtype`` is bf16 or fp16 on a CPU, where torch has no fast half kernels for
+    long matmuls or dilated convolutions (AVX2 without AMX), so such work runs in float32
+    (the calibration prefill, the audio modules)."""
+    return str(device).startswith("cpu") and dtype in (torch.bfloat16, torch.float16)

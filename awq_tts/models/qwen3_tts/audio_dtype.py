@@ -20,12 +20,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_HALF = (torch.bfloat16, torch.float16)
+from ...devices import half_on_cpu
 
 
 def codec_dtype(device: str, dtype: object) -> torch.dtype | None:
     """float32 where the audio modules must leave ``dtype`` (a CPU, a half dtype), else None."""
-    return torch.float32 if str(device).startswith("cpu") and dtype in _HALF else None
+    return torch.float32 if half_on_cpu(device, dtype) else None
 
 
 def place_audio(tts, device: str) -> torch.dtype:

@@ -43,6 +43,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from ...devices import half_on_cpu
 from .patches import swap_attr
 
 _SUBTALKER = ("subtalker_dosample", "subtalker_top_k", "subtalker_top_p",
@@ -80,11 +81,6 @@ def processors(kwargs: dict, device: torch.device) -> LogitsProcessorList:
 
 #: Rows (batch × positions) from which a CPU forward computes in float32.
 FLOAT32_ROWS = 64
-
-
-def float32_prefill(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether a prefill on ``device`` in ``dtype`` computes its layers in float32."""
-    return device.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
 
 
 @contextlib.contextmanager
@@ -158,7 +154,7 @@ def generate_dropping_stopped(talker, on_rows: Callable[[torch.Tensor], None] | 
     history = torch.zeros(batch, 0, dtype=torch.long, device=device)
     if on_rows is not None:
         on_rows(rows)
-    upcast = float32_prefill(device, embeds.dtype)
+    upcast = half_on_cpu(device, embeds.dtype)
     with layers_in_float32(talker.model.layers) if upcast else contextlib.nullcontext():
         out = talker(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache,
                      use_cache=True, cache_position=torch.arange(prefill, device=device),
