@@ -143,25 +143,14 @@ def stage_decode(args) -> dict:
     7 talker linear shapes, one talker step and one codec frame, bf16 against every INT4
     backend but ``dequant``, all resident together (no memory cap: this is a speed stage)
     and timed in interleaved rounds."""
-    import torch
-    from decode import bench_linears, bench_models, table
+    from decode import load_models, measure, table
 
-    from awq_tts.runtime import available_backends, load
+    from awq_tts.runtime import available_backends
 
     bf16, int4 = _paths(args)
     backends = [b for b in available_backends(args.device) if b != "dequant"]
-    repeats = 2 if args.tiny else 7
-    models = {"bf16": load(bf16, device=args.device, dtype=torch.bfloat16)}
-    for name in backends:
-        models[name] = load(int4.with_name("int4-rtn"), device=args.device,
-                            dtype=torch.bfloat16, backend=name)
-    result = {"machine": args.device, "device": args.device, "repeats": repeats,
-              "cache_tokens": 64, "backends": backends, "interleaved": True,
-              "linears_s": bench_linears(args.device, backends, repeats),
-              "models": bench_models(models, args.device, 64, repeats),
-              "talker_layers": len(models["bf16"].model.talker.model.layers)}
-    if _cuda(args.device):
-        result["machine"] = torch.cuda.get_device_name(args.device)
+    models = load_models(bf16, int4.with_name("int4-rtn"), ["bf16", *backends], args.device)
+    result = measure(models, args.device, backends, 2 if args.tiny else 7, 64)
     return {**result, "table_markdown": table(result)}
 
 

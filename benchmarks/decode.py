@@ -157,33 +157,44 @@ def bench_synth(tts, device: str, frames: int) -> dict:
             "rtf": result.real_time_factor}
 
 
+def load_models(bf16_dir: Path, int4_dir: Path, names: list[str], device: str) -> dict:
+    """The models to time, resident together: ``bf16`` and the INT4 twin per backend name."""
+    return {name: load(bf16_dir if name == "bf16" else int4_dir, device=device,
+                       dtype=torch.bfloat16, backend="auto" if name == "bf16" else name)
+            for name in names}
+
+
+def measure(models: dict, device: str, backends: list[str], repeats: int, cache: int) -> dict:
+    """(a)–(c) with ``models`` resident: the result fields this script and the GPU run's
+    ``decode`` stage share (``table`` reads them)."""
+    return {"machine": machine(device), "device": device, "repeats": repeats,
+            "cache_tokens": cache, "backends": backends, "interleaved": True,
+            "linears_s": bench_linears(device, backends, repeats),
+            "models": bench_models(models, device, cache, repeats),
+            "talker_layers": len(next(iter(models.values())).model.talker.model.layers)}
+
+
 def run(args) -> dict:
     device = resolve_device(args.device)
     backends = [b for b in available_backends(device) if b not in args.skip_backend]
     bf16_dir, int4_dir = full_shape_pair(args.work, args.variant)
-    result = {"machine": machine(device), "device": device, "repeats": args.repeats,
-              "cache_tokens": args.cache, "synth_frames_cap": args.frames,
-              "threads": torch.get_num_threads(), "backends": backends, "interleaved": True,
-              "linears_s": bench_linears(device, backends, args.repeats), "models": {}}
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    # dequant is ~50× slower: timed on its own, with fewer rounds, after the others.
-    groups = [["bf16", *(b for b in backends if b != "dequant")]]
-    if "dequant" in backends:
-        groups.append(["dequant"])
-    for names in groups:
-        models = {name: load(bf16_dir if name == "bf16" else int4_dir, device=device,
-                             dtype=torch.bfloat16, backend="auto" if name == "bf16" else name)
-                  for name in names}
-        repeats = args.repeats if names != ["dequant"] else max(1, args.repeats // 5)
-        result["models"].update(bench_models(models, device, args.cache, repeats))
-        result["talker_layers"] = len(next(iter(models.values())).model.talker.model.layers)
-        for name, tts in models.items():
-            if not args.skip_synth and name != "dequant":
-                result["models"][name]["synthesize"] = bench_synth(tts, device, args.frames)
-            print(f"{name}: {result['models'][name]}", flush=True)
-        del models
+    models = load_models(bf16_dir, int4_dir, ["bf16", *(b for b in backends if b != "dequant")],
+                         device)
+    result = {**measure(models, device, backends, args.repeats, args.cache),
+              "synth_frames_cap": args.frames, "threads": torch.get_num_threads()}
+    for name, tts in models.items():
+        if not args.skip_synth:
+            result["models"][name]["synthesize"] = bench_synth(tts, device, args.frames)
+        print(f"{name}: {result['models'][name]}", flush=True)
+    del models, tts
+    if "dequant" in backends:  # ~50× slower: timed on its own, with fewer rounds
+        slow = load_models(bf16_dir, int4_dir, ["dequant"], device)
+        result["models"].update(bench_models(slow, device, args.cache,
+                                             max(1, args.repeats // 5)))
+        print(f"dequant: {result['models']['dequant']}", flush=True)
     return result
 
 
