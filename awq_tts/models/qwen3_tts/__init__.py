@@ -21,7 +21,7 @@ from torch import nn
 
 from ...errors import UsageError
 from ..mapping import QWEN3_TTS_TALKER, decoder_layers
-from . import audio_dtype
+from . import audio_dtype, predictor
 from .load_patches import speech_tokenizer_dtype
 from .package import quiet_generation, qwen_tts
 from .patches import TalkerPrompt, TalkerRecord, capture_prompt, record_talker
@@ -63,11 +63,14 @@ class Qwen3TTS:
     # -- loading -------------------------------------------------------------------------
     def from_pretrained(self, path: str | Path, **kwargs: Any):
         """``qwen_tts.Qwen3TTSModel.from_pretrained`` (a bf16 or float checkpoint), with the
-        speech tokenizer in :meth:`codec_dtype`."""
+        speech tokenizer in :meth:`codec_dtype` and the code predictor's plain loop
+        (``predictor.py``)."""
         package = qwen_tts()
         codec = self.codec_dtype(kwargs.get("device_map", "cpu"), kwargs.get("dtype"))
         with speech_tokenizer_dtype(codec) if codec else contextlib.nullcontext():
-            return package.Qwen3TTSModel.from_pretrained(str(path), **kwargs)
+            tts = package.Qwen3TTSModel.from_pretrained(str(path), **kwargs)
+        predictor.install(tts.model.talker.code_predictor)
+        return tts
 
     def empty_model(self, path: Path) -> nn.Module:
         """The core model built on the meta device from ``config.json`` (no weights)."""
@@ -85,7 +88,7 @@ class Qwen3TTS:
 
     def assemble(self, model: nn.Module, path: Path, device: str, dtype: torch.dtype):
         """A ``Qwen3TTSModel`` around a loaded core: speech tokenizer, generation defaults,
-        processor (what ``from_pretrained`` adds)."""
+        processor (what ``from_pretrained`` adds), and the code predictor's plain loop."""
         from qwen_tts.inference.qwen3_tts_tokenizer import Qwen3TTSTokenizer
         from transformers import AutoProcessor
 
@@ -97,6 +100,7 @@ class Qwen3TTS:
         model.load_generate_config(json.loads(generation.read_text())
                                    if generation.is_file() else {})
         processor = AutoProcessor.from_pretrained(str(path), fix_mistral_regex=True)
+        predictor.install(model.talker.code_predictor)
         return qwen_tts().Qwen3TTSModel(model=model, processor=processor,
                                         generate_defaults=model.generate_config)
 
