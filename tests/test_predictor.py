@@ -29,14 +29,11 @@ def models(tiny_trained):
             for dtype in (torch.float32, torch.bfloat16)}
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("setting", sorted(SETTINGS))
-def test_plain_loop_draws_the_codes_generate_draws(models, dtype, setting):
-    cp = models[dtype].model.talker.code_predictor
-    hidden = models[dtype].model.talker.config.hidden_size
-    embeds = (torch.randn(3, 2, hidden, generator=torch.Generator().manual_seed(1)) * 0.5).to(
-        dtype)
-    args = dict(inputs_embeds=embeds, max_new_tokens=15, **SETTINGS[setting])
+def _assert_same_draws(tts, setting: str, device: str = "cpu") -> None:
+    cp = tts.model.talker.code_predictor
+    hidden, dtype = tts.model.talker.config.hidden_size, tts.model.talker.dtype
+    embeds = torch.randn(3, 2, hidden, generator=torch.Generator().manual_seed(1)) * 0.5
+    args = dict(inputs_embeds=embeds.to(device, dtype), max_new_tokens=15, **SETTINGS[setting])
     torch.manual_seed(7)
     expected = _stock(cp, output_hidden_states=True, return_dict_in_generate=True, **args)
     torch.manual_seed(7)
@@ -45,6 +42,19 @@ def test_plain_loop_draws_the_codes_generate_draws(models, dtype, setting):
     if setting != "greedy":   # the draws really depend on the random stream
         torch.manual_seed(8)
         assert not torch.equal(predictor.predict_codes(cp, **args), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_plain_loop_draws_the_codes_generate_draws(models, dtype, setting):
+    _assert_same_draws(models[dtype], setting)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_plain_loop_draws_the_codes_generate_draws_on_cuda(tiny_base, setting):
+    _assert_same_draws(load(tiny_base, device="cuda:0", dtype=torch.bfloat16), setting,
+                       device="cuda:0")
 
 
 @pytest.mark.parametrize("sample", [False, True], ids=["greedy", "sampled"])

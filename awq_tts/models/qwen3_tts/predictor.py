@@ -78,8 +78,9 @@ def predict_codes(predictor, inputs_embeds: torch.Tensor, max_new_tokens: int,
     batch, prefill, device = inputs_embeds.shape[0], inputs_embeds.shape[1], inputs_embeds.device
     cache = DynamicCache(config=predictor.config.get_text_config(decoder=True))
     codes = torch.zeros(batch, 0, dtype=torch.long, device=device)
+    positions = torch.arange(prefill + max_new_tokens, device=device)  # no copy per step
     out = predictor(inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True,
-                    cache_position=torch.arange(prefill, device=device))
+                    cache_position=positions[:prefill])
     for step in range(max_new_tokens):
         scores = warp(codes, out.logits[:, -1, :].to(dtype=torch.float32, copy=True))
         if sample:
@@ -90,7 +91,7 @@ def predict_codes(predictor, inputs_embeds: torch.Tensor, max_new_tokens: int,
         if step == max_new_tokens - 1:
             break
         out = predictor(input_ids=token[:, None], past_key_values=cache, use_cache=True,
-                        cache_position=torch.tensor([prefill + step], device=device),
+                        cache_position=positions[prefill + step:prefill + step + 1],
                         generation_steps=out.generation_steps)
     return codes
 
