@@ -201,9 +201,11 @@ def stage_validate(args) -> dict:
     from awq_tts.validate import validate_awq_quality
 
     bf16, int4 = _paths(args)
+    # On CUDA the memory check reads this run's peak VRAM; the CPU's fresh-process probe
+    # is not what a GPU run measures, so the dry run leaves it out as well.
     report = validate_awq_quality(int4, reference=str(bf16), device=args.device, n_prompts=2,
                                   max_new_tokens=args.validate_tokens, record=False,
-                                  progress=False, full=True)
+                                  progress=False, full=True, memory_probe=False)
     return {"verdict": report.verdict, "checks": {c.name: c.status for c in report.checks},
             "backend": report.metrics.get("runtime", {}).get("backend"),
             "memory": report.metrics.get("memory"),

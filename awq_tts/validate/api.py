@@ -107,6 +107,7 @@ def validate_awq_quality(
     record: bool = True,
     progress: bool = True,
     full: bool = False,
+    memory_probe: bool = True,
 ) -> ValidationReport:
     """Compare ``quantized`` with its bf16 ``reference`` and return the checked report.
 
@@ -122,6 +123,10 @@ def validate_awq_quality(
     skipped, unless ``full``. bf16 rollouts are cached in-process (same reference,
     prompts, voice, seed and limits), so validating several INT4 variants or backends of
     one source generates the reference speech once.
+
+    On a CPU the ``memory`` check loads QUANT a second time, in a fresh process, and speaks
+    one sentence; ``memory_probe=False`` leaves that out (the check is then skipped with
+    that reason, never passed). On CUDA the check reads the peak VRAM of this run.
     """
     thresholds = thresholds or Thresholds()
     device = resolve_device(device)
@@ -170,8 +175,12 @@ def validate_awq_quality(
     greedy_ref = runs[("bf16", "greedy")]
     tf = teacher.compare(ref, int4, greedy_ref.sequences, greedy_ref.codes, greedy_ref.stopped)
     metrics, per_prompt = measure(ref, int4, voice, runs, tf, prompt_list)
-    memory.measure_cpu(quant, int4.awq_backend if int4.awq_backend != "none" else "auto",
-                       max_new_tokens)
+    if memory_probe:
+        memory.measure_cpu(quant, int4.awq_backend if int4.awq_backend != "none" else "auto",
+                           max_new_tokens)
+    elif not memory.cuda:
+        memory.cpu_probe = {"skipped": "the fresh-process memory probe was not run "
+                                       "(memory_probe=False / --no-memory-probe)"}
     metrics["memory"] = memory.report(int4, ref)
     metrics["runtime"] = {"device": device, "backend": int4.awq_backend}
     metrics["weights_audit"] = audit.summary()

@@ -147,7 +147,8 @@ class MemoryProbe:
             probe = self.cpu_probe or {}
             used = probe["peak_kib"] * 1024 if "peak_kib" in probe else None
             what = "peak RSS increase of INT4 load + one sentence (fresh process), GiB"
-            reason = f"the fresh-process probe failed: {probe.get('error', 'not run')}"
+            reason = probe.get("skipped") or (
+                f"the fresh-process probe failed: {probe.get('error', 'not run')}")
         out = [check("memory", None if used is None else used / 2**30, "<=", self.budget_gb,
                      what, reason),
                check("weight_bytes_ratio", ratio, "<=", WEIGHT_BYTES_RATIO,
