@@ -16,8 +16,12 @@ from awq_tts.models.qwen3_tts.package import qwen_tts
 from awq_tts.testing import make_tiny_checkpoint
 from awq_tts.testing.configs import TINY
 
-#: Two cores: under ``pytest -n 2`` (``make test``) each worker takes one.
+#: Two cores: under ``pytest -n 2`` (``make test``) each worker takes one, and so does every
+#: process a test starts (the GPU script's dry run, the memory probe, CLI subprocesses):
+#: a second thread there would only contend with the other worker for the same two cores.
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
 #: No machine here reaches a model hub: fail hub lookups at once instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
