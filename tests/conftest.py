@@ -125,7 +125,8 @@ def tiny_trained(tmp_path_factory) -> Path:
 
     80 steps instead of the demo's 200 halve the build and it still stops where it should:
     the stop tests assert that on this very fixture. Under ``pytest -n 2`` the workers
-    share one build (a file lock; the builder trains on both cores meanwhile).
+    share one build (a file lock). The builder trains on its own one thread: with a second
+    one it contends with the other worker (the first test to need it waited 102 s, not 76 s).
     """
     from filelock import FileLock
 
@@ -137,12 +138,7 @@ def tiny_trained(tmp_path_factory) -> Path:
     path = root / "shared-trained"
     with FileLock(str(root / "shared-trained.lock")):
         if not (path / "config.json").is_file():
-            threads = torch.get_num_threads()
-            torch.set_num_threads(2)
-            try:
-                make_trained_checkpoint(path, seed=0, steps=TRAINED_STEPS, force=True)
-            finally:
-                torch.set_num_threads(threads)
+            make_trained_checkpoint(path, seed=0, steps=TRAINED_STEPS, force=True)
     return path
 
 
