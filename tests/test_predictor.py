@@ -4,6 +4,8 @@ with it; calls it does not implement go to ``generate``; every model awq-tts loa
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -105,6 +107,8 @@ def test_every_model_awq_tts_loads_has_the_plain_loop(tiny_trained, tiny_trained
         generate = load(path, device="cpu").model.talker.code_predictor.generate
         assert getattr(generate, "_awq_tts_lean", False), path
     cp = load(tiny_trained, device="cpu").model.talker.code_predictor
-    installed = cp.generate
+    installed = cp.__dict__["generate"]
     predictor.install(cp)   # a second install keeps the one wrapper
-    assert cp.generate is installed
+    assert cp.__dict__["generate"] is installed
+    twin = copy.deepcopy(cp)   # the copy's loop runs the copy, not the original
+    assert twin.generate.__self__ is twin and twin.generate._awq_tts_lean

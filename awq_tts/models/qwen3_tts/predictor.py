@@ -21,7 +21,7 @@ id) goes to the original ``generate`` unchanged.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 
 import torch
 from transformers import DynamicCache
@@ -107,17 +107,18 @@ def applies(predictor, args: tuple, kwargs: dict) -> bool:
 def install(predictor) -> None:
     """Route the calls of ``predictor.generate`` that :func:`applies` to through
     :func:`predict_codes` (the result carries ``sequences``, all qwen-tts reads); any other
-    call goes to the original. Installing twice is a no-op."""
-    if getattr(predictor.generate, "_awq_tts_lean", False):
-        return
-    original = predictor.generate
+    call goes to the class's ``generate``. A bound method, so a deep copy of the model
+    keeps its own; installing twice is a no-op."""
+    if not getattr(predictor.generate, "_awq_tts_lean", False):
+        predictor.generate = MethodType(_generate, predictor)
 
-    def generate(*args, **kwargs):
-        if not applies(predictor, args, kwargs):
-            return original(*args, **kwargs)
-        kwargs = {k: v for k, v in kwargs.items()
-                  if k not in ("output_hidden_states", "return_dict_in_generate")}
-        return SimpleNamespace(sequences=predict_codes(predictor, **kwargs))
 
-    generate._awq_tts_lean = True
-    predictor.generate = generate
+def _generate(self, *args, **kwargs):
+    if not applies(self, args, kwargs):
+        return type(self).generate(self, *args, **kwargs)
+    kwargs = {k: v for k, v in kwargs.items()
+              if k not in ("output_hidden_states", "return_dict_in_generate")}
+    return SimpleNamespace(sequences=predict_codes(self, **kwargs))
+
+
+_generate._awq_tts_lean = True
