@@ -10,9 +10,11 @@
 #   PYTHONUNBUFFERED=1 python3 benchmarks/gpu_acceptance.py --out $OUT/acceptance
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# lazy-loader: librosa imports it first thing; the image lists it, but a missing one would
+# fail every stage, and the pure-Python wheel is a few kB.
 NAMES=(qwen-tts transformers tokenizers huggingface-hub autoawq accelerate librosa soundfile
        sox audioread pooch soxr decorator cffi pycparser datasets dill multiprocess zstandard
-       platformdirs)
+       platformdirs lazy-loader)
 PY=${PYTHON:-python3}
 rm -rf .whl && mkdir -p .whl
 for name in "${NAMES[@]}"; do
