@@ -23,15 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memory import full_shape_pair  # noqa: E402
+from timing import interleaved, paired_speedup  # noqa: E402
 
 from awq_tts.devices import resolve_device  # noqa: E402
 from awq_tts.format.packing import pack_gemm  # noqa: E402
@@ -43,34 +42,6 @@ LINEARS = (("q_proj", 2048, 2048), ("k_proj", 2048, 1024), ("v_proj", 2048, 1024
            ("o_proj", 2048, 2048), ("gate_proj", 2048, 6144), ("up_proj", 2048, 6144),
            ("down_proj", 6144, 2048))
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river."
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def interleaved(fns: dict, device: str, repeats: int) -> dict[str, dict]:
-    """Time every callable once per round for ``repeats`` rounds (after one warm-up each),
-    so a change in machine load between rounds hits all of them alike. Per name: the
-    median seconds and the per-round times (for paired ratios)."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: {"median_s": statistics.median(t), "rounds_s": t} for name, t in times.items()}
-
-
-def paired_speedup(base: dict, other: dict) -> float:
-    """Median over rounds of base time / other time (both timed in the same round)."""
-    return statistics.median(b / o for b, o in zip(base["rounds_s"], other["rounds_s"],
-                                                   strict=True))
 
 
 @torch.no_grad()
@@ -148,6 +119,28 @@ def bench_models(models: dict, device: str, cache_len: int, repeats: int) -> dic
     return out
 
 
+def bench_predictor_loop(tts, device: str, cache_len: int, repeats: int) -> dict:
+    """One codec frame of ``tts`` with the code predictor's plain loop (what ``load`` gives,
+    ``models/qwen3_tts/predictor.py``) against transformers' ``generate``, interleaved."""
+    from types import MethodType
+
+    from awq_tts.models.qwen3_tts.patches import swap_attr
+
+    frame = model_calls(tts, cache_len)["codec_frame"]
+    predictor = tts.model.talker.code_predictor
+
+    def with_generate():
+        undo = swap_attr(predictor, "generate", MethodType(type(predictor).generate, predictor))
+        try:
+            frame()
+        finally:
+            undo()
+
+    times = interleaved({"generate": with_generate, "plain": frame}, device, repeats)
+    return {"generate_s": times["generate"]["median_s"], "plain_s": times["plain"]["median_s"],
+            "speedup": paired_speedup(times["generate"], times["plain"])}
+
+
 def bench_synth(tts, device: str, frames: int) -> dict:
     from awq_tts.synth import speak
 
@@ -171,6 +164,8 @@ def measure(models: dict, device: str, backends: list[str], repeats: int, cache:
             "cache_tokens": cache, "backends": backends, "interleaved": True,
             "linears_s": bench_linears(device, backends, repeats),
             "models": bench_models(models, device, cache, repeats),
+            "predictor_loop": (bench_predictor_loop(models["bf16"], device, cache, repeats)
+                               if "bf16" in models else None),
             "talker_layers": len(next(iter(models.values())).model.talker.model.layers)}
 
 
@@ -244,6 +239,11 @@ def table(result: dict) -> str:
                for b in result["backends"]]
         lines.append(f"| synthesize, ten words (≤{result['synth_frames_cap']} frames) | "
                      + " | ".join(cells + ups) + " |")
+    loop = result.get("predictor_loop")
+    if loop:
+        lines += ["", f"One bf16 codec frame, code predictor by transformers' `generate`: "
+                      f"{loop['generate_s'] * 1e3:.2f} ms; by the plain loop `load` installs: "
+                      f"{loop['plain_s'] * 1e3:.2f} ms ({loop['speedup']:.2f}×)."]
     return "\n".join(lines)
 
 

@@ -40,9 +40,10 @@ def test_dry_run_writes_every_stage(tmp_path):
         "backends"]
     assert all(m["talker_step"] > 0 and m["codec_frame"] > 0 for m in decode["models"].values())
     assert decode["models"]["int4pack"]["speedup"]["talker_step"] > 0
+    assert decode["predictor_loop"]["generate_s"] > 0 and decode["predictor_loop"]["speedup"] > 0
     table = (out / "gpu_acceptance.md").read_text()
     assert "INT4 int4pack" in table and "Quantize (4 × 32 tokens" in table
-    assert "| talker step (2 layers) |" in table
+    assert "| talker step (2 layers) |" in table and "by the plain loop" in table
 
 
 def test_a_stage_runs_in_its_own_process(tmp_path):

@@ -1,0 +1,41 @@
+"""Timing helpers for the benchmarks: calls timed in interleaved rounds, paired speed-ups.
+
+Timing one model after another lets a change in machine load between the phases move the
+ratio (1.57× to 1.76× for the same code on this shared CPU); timing every call once per
+round makes such a change hit all of them alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict, device: str, repeats: int) -> dict[str, dict]:
+    """Time every callable once per round for ``repeats`` rounds (after one warm-up each),
+    so a change in machine load between rounds hits all of them alike. Per name: the
+    median seconds and the per-round times (for paired ratios)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median_s": statistics.median(t), "rounds_s": t} for name, t in times.items()}
+
+
+def paired_speedup(base: dict, other: dict) -> float:
+    """Median over rounds of base time / other time (both timed in the same round)."""
+    return statistics.median(b / o for b, o in zip(base["rounds_s"], other["rounds_s"],
+                                                   strict=True))
