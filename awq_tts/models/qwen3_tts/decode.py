@@ -38,13 +38,11 @@ from transformers.generation.logits_process import (
     MinNewTokensLengthLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
     SuppressTokensLogitsProcessor,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
 )
 
 from ...devices import half_on_cpu
 from .patches import swap_attr
+from .sampling import choose, sampling_warpers
 
 _SUBTALKER = ("subtalker_dosample", "subtalker_top_k", "subtalker_top_p",
               "subtalker_temperature")
@@ -67,15 +65,8 @@ def processors(kwargs: dict, device: torch.device) -> LogitsProcessorList:
                                                      device=device))
     if kwargs.get("suppress_tokens"):
         out.append(SuppressTokensLogitsProcessor(kwargs["suppress_tokens"], device=device))
-    if kwargs.get("do_sample", True):
-        temperature, top_k = kwargs.get("temperature", 1.0), kwargs.get("top_k", 50)
-        top_p = kwargs.get("top_p", 1.0)
-        if temperature is not None and temperature != 1.0:
-            out.append(TemperatureLogitsWarper(temperature))
-        if top_k:
-            out.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
-        if top_p is not None and top_p < 1.0:
-            out.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+    out.extend(sampling_warpers(kwargs.get("do_sample", True), kwargs.get("temperature", 1.0),
+                                kwargs.get("top_k", 50), kwargs.get("top_p", 1.0)))
     return out
 
 
@@ -162,11 +153,7 @@ def generate_dropping_stopped(talker, on_rows: Callable[[torch.Tensor], None] | 
     _cache_to(cache, embeds.dtype)
     steps = [_step(out, None, rows, batch, eos)]
     for n in range(budget):
-        scores = process(history, out.logits[:, -1, :].to(dtype=torch.float32, copy=True))
-        if sample:
-            token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
-        else:
-            token = scores.argmax(dim=-1)
+        token = choose(process, history, out.logits, sample)
         history = torch.cat([history, token[:, None]], dim=-1)
         if n == budget - 1:
             break

@@ -25,12 +25,8 @@ from types import MethodType, SimpleNamespace
 
 import torch
 from transformers import DynamicCache
-from transformers.generation.logits_process import (
-    LogitsProcessorList,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
+
+from .sampling import choose, sampling_warpers
 
 #: What qwen-tts 0.1.1's talker passes to ``code_predictor.generate``.
 ARGUMENTS = frozenset({"inputs_embeds", "max_new_tokens", "do_sample", "top_p", "top_k",
@@ -47,20 +43,6 @@ def unsupported_config(predictor) -> list[str]:
     return sorted(set(diff) - _SAMPLING - _IGNORED)
 
 
-def _warpers(do_sample: bool, temperature, top_k, top_p) -> LogitsProcessorList:
-    """transformers' sampling warpers for these values, in transformers' order."""
-    out = LogitsProcessorList()
-    if not do_sample:
-        return out
-    if temperature is not None and temperature != 1.0:
-        out.append(TemperatureLogitsWarper(temperature))
-    if top_k is not None and top_k != 0:
-        out.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
-    if top_p is not None and top_p < 1.0:
-        out.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
-    return out
-
-
 @torch.no_grad()
 def predict_codes(predictor, inputs_embeds: torch.Tensor, max_new_tokens: int,
                   do_sample: bool | None = None, top_p: float | None = None,
@@ -73,7 +55,7 @@ def predict_codes(predictor, inputs_embeds: torch.Tensor, max_new_tokens: int,
         return getattr(config, name) if value is None else value
 
     sample = bool(pick(do_sample, "do_sample"))
-    warp = _warpers(sample, pick(temperature, "temperature"), pick(top_k, "top_k"),
+    warp = sampling_warpers(sample, pick(temperature, "temperature"), pick(top_k, "top_k"),
                     pick(top_p, "top_p"))
     batch, prefill, device = inputs_embeds.shape[0], inputs_embeds.shape[1], inputs_embeds.device
     cache = DynamicCache(config=predictor.config.get_text_config(decoder=True))
@@ -82,11 +64,7 @@ def predict_codes(predictor, inputs_embeds: torch.Tensor, max_new_tokens: int,
     out = predictor(inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True,
                     cache_position=positions[:prefill])
     for step in range(max_new_tokens):
-        scores = warp(codes, out.logits[:, -1, :].to(dtype=torch.float32, copy=True))
-        if sample:
-            token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
-        else:
-            token = torch.argmax(scores, dim=-1)
+        token = choose(warp, codes, out.logits, sample)
         codes = torch.cat([codes, token[:, None]], dim=-1)
         if step == max_new_tokens - 1:
             break

@@ -1,0 +1,41 @@
+"""transformers' token choice, shared by awq-tts's two decode loops (the talker's in
+``decode.py``, the code predictor's in ``predictor.py``): the same sampling warpers in
+transformers' order and the same draw as ``GenerationMixin._sample``, so a loop that uses
+them picks exactly the tokens ``generate`` picks (greedy) or draws them from the same
+random stream (sampled)."""
+
+from __future__ import annotations
+
+import torch
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+
+def sampling_warpers(do_sample: bool, temperature: float | None, top_k: int | None,
+                     top_p: float | None) -> LogitsProcessorList:
+    """transformers' warpers for these values, in its order (none when greedy)."""
+    out = LogitsProcessorList()
+    if not do_sample:
+        return out
+    if temperature is not None and temperature != 1.0:
+        out.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        out.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+    if top_p is not None and top_p < 1.0:
+        out.append(TopPLogitsWarper(top_p=top_p, min_tokens_to_keep=1))
+    return out
+
+
+def choose(process: LogitsProcessorList, history: torch.Tensor, logits: torch.Tensor,
+           sample: bool) -> torch.Tensor:
+    """The next token per row from the last position's ``logits``, as ``_sample`` picks it:
+    a float32 copy of the logits through ``process``, then ``multinomial`` of the softmax
+    or ``argmax``."""
+    scores = process(history, logits[:, -1, :].to(dtype=torch.float32, copy=True))
+    if sample:
+        return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+    return torch.argmax(scores, dim=-1)
