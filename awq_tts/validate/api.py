@@ -175,12 +175,8 @@ def validate_awq_quality(
     greedy_ref = runs[("bf16", "greedy")]
     tf = teacher.compare(ref, int4, greedy_ref.sequences, greedy_ref.codes, greedy_ref.stopped)
     metrics, per_prompt = measure(ref, int4, voice, runs, tf, prompt_list)
-    if memory_probe:
-        memory.measure_cpu(quant, int4.awq_backend if int4.awq_backend != "none" else "auto",
-                           max_new_tokens)
-    elif not memory.cuda:
-        memory.cpu_probe = {"skipped": "the fresh-process memory probe was not run "
-                                       "(memory_probe=False / --no-memory-probe)"}
+    memory.measure_cpu(quant, int4.awq_backend if int4.awq_backend != "none" else "auto",
+                       max_new_tokens, run=memory_probe)
     metrics["memory"] = memory.report(int4, ref)
     metrics["runtime"] = {"device": device, "backend": int4.awq_backend}
     metrics["weights_audit"] = audit.summary()

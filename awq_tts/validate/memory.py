@@ -95,9 +95,15 @@ class MemoryProbe:
         self.int4_bytes = {scope: model_bytes(model, scope) for scope in ("model", "decoder")}
         return model
 
-    def measure_cpu(self, path: Path, backend: str, max_new_tokens: int) -> None:
-        """Peak RSS increase of INT4 load + one sentence, in a fresh process (CPU only)."""
+    def measure_cpu(self, path: Path, backend: str, max_new_tokens: int,
+                    run: bool = True) -> None:
+        """Peak RSS increase of INT4 load + one sentence, in a fresh process (CPU only);
+        ``run=False`` records that it was left out, so the check skips with that reason."""
         if self.cuda:
+            return
+        if not run:
+            self.cpu_probe = {"skipped": "the fresh-process memory probe was not run "
+                                         "(memory_probe=False / --no-memory-probe)"}
             return
         run = subprocess.run([sys.executable, "-c", _PROBE, str(path), backend,
                               str(min(max_new_tokens, 64)), str(torch.get_num_threads())],
