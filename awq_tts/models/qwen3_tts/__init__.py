@@ -1,7 +1,8 @@
 """The Qwen3-TTS adapter: the one place that knows qwen-tts (see ``models/base.py``).
 
 ``package.py`` imports qwen-tts quietly and registers its Auto classes; ``patches.py`` (while
-speaking) and ``load_patches.py`` (while loading) hold every patch applied to it. This
+speaking) and ``load_patches.py`` (while loading) hold every patch applied to it, except the
+code predictor's plain loop that every loaded model gets (``predictor.py``). This
 module loads and builds models, finds the talker's decoder layers, asks a model to speak
 (one dispatch over base / custom_voice / voice_design), and knows the codec head, the
 end-of-speech id, the speaker encoder and the audio decoder.
