@@ -23,14 +23,14 @@ from ..format.source import (
     resolve,
     weight_files,
 )
-from ..models import adapter_for
+from ..models import adapter_for, adapter_of
 from .backends import get_backend
 from .int4_linear import Int4Linear
 from .prepare import prepare_for_inference
 
 
 def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bfloat16,
-         backend: str = "auto"):
+         backend: str = "auto", cuda_graphs: bool = False):
     """Load a Qwen3-TTS checkpoint (INT4 or not) as a ``qwen_tts.Qwen3TTSModel``.
 
     ``path`` is a local folder or a hub id (downloaded with huggingface_hub). ``device``
@@ -39,9 +39,16 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     choice is on the result as ``tts.awq_backend`` (``none`` for a bf16 checkpoint). On a
     CPU the speech tokenizer and the speaker encoder run in float32 whatever ``dtype`` says
     (their bf16 convolutions are 35–70× slower there; ``models/qwen3_tts/audio_dtype.py``);
-    the speech tokenizer's dtype is ``tts.awq_codec_dtype``.
+    the speech tokenizer's dtype is ``tts.awq_codec_dtype``. ``cuda_graphs`` (CUDA only)
+    replays the code predictor's 15 sub-steps per frame from a CUDA graph
+    (``models/qwen3_tts/graphs.py``); ``tts.awq_cuda_graphs`` is the setting, and
+    ``graph_status(tts)`` says how many shapes are captured or why a capture failed (the
+    predictor then runs eagerly).
     """
     device = resolve_device(device)
+    if cuda_graphs and not device.startswith("cuda"):
+        raise UsageError(f"CUDA graphs need a CUDA device, and this load is on {device}; "
+                         f"leave cuda_graphs off (--cuda-graphs) there")
     source = resolve(str(path))
     adapter = adapter_for(source.config.get("model_type"), path)
     files = weight_files(source.path)
@@ -56,7 +63,15 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
         tts = _load_int4(adapter, source.path, files, qconfig, device, dtype)
         tts.awq_backend = prepare_for_inference(tts.model, backend, dtype)
     tts.awq_codec_dtype = str(adapter.place_audio(tts, device)).removeprefix("torch.")
+    adapter.use_cuda_graphs(tts, cuda_graphs)
+    tts.awq_cuda_graphs = cuda_graphs
     return tts
+
+
+def graph_status(tts) -> str:
+    """``off``, ``on (N captured)``, or ``on (N captured, M failed: reason)`` for a model
+    ``load`` returned."""
+    return adapter_of(tts).graph_status(tts)
 
 
 def _load_int4(adapter, path: Path, files: list[Path], qconfig: dict, device: str,

@@ -1,0 +1,146 @@
+"""CUDA graphs for the code predictor's frame: ``awq_tts.load(..., cuda_graphs=True)``.
+
+On a GPU at batch 1 the code predictor's 15 forwards per frame are launch-bound: about
+1,500 small kernels, each paid for in Python and in the driver. :class:`FrameGraph`
+captures one whole frame of :func:`predictor.frame_codes` (prefill, 14 steps, the token
+draws) once per input shape and sampling setting, then replays it: one launch per frame.
+
+It replays exactly the kernels the eager :func:`predictor.frame_codes` runs on the same
+buffers, so greedy codes equal the eager path's, and those equal ``generate``'s (the
+``gpu`` tests check both). Sampled draws come from the CUDA generator's graph-safe stream:
+the same seed gives the same codes, but not necessarily the draws eager decoding would make.
+
+Capturing costs one warm-up frame and the capture (both consume random numbers when
+sampling) and keeps a small private memory pool per captured shape (at most
+:data:`KEEP` shapes). If a capture fails, that shape and setting run eagerly from then on
+and :func:`status` says why; speech never depends on the graph working. Weights must stay where
+they were at capture: moving the model after loading needs :func:`enable` again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from .predictor import GRAPHS_ATTR, fixed_cache, frame_codes
+from .sampling import sampling_warpers
+
+#: Captured shapes kept per predictor (oldest dropped first).
+KEEP = 8
+log = logging.getLogger(__name__)
+
+
+class FrameGraph:
+    """One frame of ``predictor`` captured for one input shape and sampling setting."""
+
+    def __init__(self, predictor, like: torch.Tensor, max_new_tokens: int,
+                 sampling: tuple) -> None:
+        sample = sampling[0]
+        warp = sampling_warpers(*sampling)
+        self.embeds = torch.zeros_like(like)
+        cache = fixed_cache(predictor, like.shape[1] + max_new_tokens - 1)
+        positions = torch.arange(like.shape[1] + max_new_tokens, device=like.device)
+
+        def run() -> torch.Tensor:
+            return frame_codes(predictor, self.embeds, cache, positions, max_new_tokens, warp,
+                               sample)
+
+        device = like.device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.no_grad(), torch.cuda.stream(side):
+            run()                                   # allocations and handles, outside
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(self.graph):
+            self.codes = run()
+
+    def __call__(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        self.embeds.copy_(inputs_embeds)
+        self.graph.replay()
+        return self.codes.clone()
+
+
+class FrameGraphs:
+    """A predictor's captured frames, by input shape, dtype, length and sampling setting;
+    a setting whose capture failed runs eagerly (``failed`` holds why)."""
+
+    def __init__(self) -> None:
+        self.graphs: OrderedDict[tuple, FrameGraph] = OrderedDict()
+        self.failed: dict[tuple, str] = {}
+
+    def __deepcopy__(self, memo) -> FrameGraphs:
+        return FrameGraphs()      # a copy's weights live elsewhere: it captures its own
+
+    def codes(self, predictor, inputs_embeds: torch.Tensor, max_new_tokens: int,
+              sampling: tuple) -> torch.Tensor | None:
+        """The frame's codes from a graph (captured on first use), or ``None`` where graphs
+        do not apply (not CUDA, or this setting's capture failed): the caller runs eagerly."""
+        key = (tuple(inputs_embeds.shape), inputs_embeds.dtype, str(inputs_embeds.device),
+               max_new_tokens, sampling)
+        if not inputs_embeds.is_cuda or key in self.failed:
+            return None
+        graph = self.graphs.get(key)
+        if graph is None:
+            try:
+                graph = FrameGraph(predictor, inputs_embeds, max_new_tokens, sampling)
+            except Exception as exc:  # noqa: BLE001 (any capture failure means: run eagerly)
+                self.failed[key] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                log.warning("CUDA graph capture of the code predictor failed (%s); it runs "
+                            "eagerly", self.failed[key])
+                return None
+            self.graphs[key] = graph
+            while len(self.graphs) > KEEP:
+                self.graphs.popitem(last=False)
+        else:
+            self.graphs.move_to_end(key)
+        return graph(inputs_embeds)
+
+
+def enable(predictor) -> None:
+    """Replay ``predictor``'s frames from CUDA graphs (dropping any captured before)."""
+    setattr(predictor, GRAPHS_ATTR, FrameGraphs())
+
+
+def disable(predictor) -> None:
+    """Back to the eager plain loop."""
+    if hasattr(predictor, GRAPHS_ATTR):
+        delattr(predictor, GRAPHS_ATTR)
+
+
+@contextmanager
+def using(predictor, store: FrameGraphs) -> Iterator[FrameGraphs]:
+    """Replay ``predictor``'s frames from ``store`` inside the block, and restore whatever
+    was set before (an A/B switch that keeps its captures, for benchmarks)."""
+    missing = object()
+    before = predictor.__dict__.get(GRAPHS_ATTR, missing)
+    setattr(predictor, GRAPHS_ATTR, store)
+    try:
+        yield store
+    finally:
+        if before is missing:
+            delattr(predictor, GRAPHS_ATTR)
+        else:
+            setattr(predictor, GRAPHS_ATTR, before)
+
+
+def of(predictor) -> FrameGraphs | None:
+    """The predictor's graph store, or ``None`` when graphs are off."""
+    return getattr(predictor, GRAPHS_ATTR, None)
+
+
+def status(predictor) -> str:
+    """``off``, or ``on (N captured)`` followed by ``, M failed: reason`` when a capture
+    failed (that setting runs eagerly)."""
+    store = of(predictor)
+    if store is None:
+        return "off"
+    text = f"on ({len(store.graphs)} captured"
+    if store.failed:
+        text += f", {len(store.failed)} failed: {next(reversed(store.failed.values()))}"
+    return text + ")"
+

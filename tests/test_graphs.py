@@ -1,0 +1,211 @@
+"""CUDA graphs of the code predictor's frame (``models/qwen3_tts/graphs.py``).
+
+On the CPU: the frame the graph captures (:func:`predictor.frame_codes` on buffers reused
+frame after frame) draws the codes ``generate`` draws, so nothing stale survives from one
+frame to the next; the option is refused off CUDA in one line; a deep copy captures its own.
+On CUDA (``gpu``): graph replays give ``generate``'s greedy codes, sampled draws follow the
+seed, a model speaks the same greedy wav with and without graphs, and a capture that cannot
+work leaves the predictor eager with the reason in ``graph_status``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from awq_tts.cli import main
+from awq_tts.models.qwen3_tts import graphs, predictor
+from awq_tts.runtime import graph_status, load
+
+GREEDY = (False, 0.9, 50, 1.0)          # (do_sample, temperature, top_k, top_p)
+SAMPLED = (True, 0.9, 50, 1.0)
+CUDA = "cuda:0"
+
+
+def _embeds(tts, seed: int, batch: int = 3, device: str = "cpu") -> torch.Tensor:
+    hidden = tts.model.talker.config.hidden_size
+    x = torch.randn(batch, 2, hidden, generator=torch.Generator().manual_seed(seed)) * 0.5
+    return x.to(device, tts.model.talker.dtype)
+
+
+def _generate(cp, embeds, sampling) -> torch.Tensor:
+    sample, temperature, top_k, top_p = sampling
+    return type(cp).generate(cp, inputs_embeds=embeds, max_new_tokens=15, do_sample=sample,
+                             temperature=temperature, top_k=top_k, top_p=top_p,
+                             return_dict_in_generate=True).sequences
+
+
+@pytest.fixture(scope="module")
+def bf16(tiny_trained):
+    return load(tiny_trained, device="cpu", dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_a_frame_on_reused_buffers_draws_what_generate_draws(bf16, sampling):
+    cp = bf16.model.talker.code_predictor
+    cache = predictor.fixed_cache(cp, 16)
+    positions = torch.arange(17)
+    warp = predictor.sampling_warpers(*sampling)
+    for seed in (0, 1, 0, 2):       # the same buffers, frame after frame
+        embeds = _embeds(bf16, seed)
+        torch.manual_seed(seed)
+        expected = _generate(cp, embeds, sampling)
+        torch.manual_seed(seed)
+        codes = predictor.frame_codes(cp, embeds, cache, positions, 15, warp, sampling[0])
+        assert torch.equal(codes, expected), seed
+    assert cache.layers[0].key_buffer.shape[2] == 16 and cache.layers[0].length == 16
+
+
+def test_a_fixed_layer_refuses_more_tokens_than_it_holds():
+    layer = predictor.FixedLayer(3)
+    layer.update(torch.zeros(1, 2, 2, 4), torch.zeros(1, 2, 2, 4))
+    with pytest.raises(RuntimeError, match="holds 3 tokens, asked for 4"):
+        layer.update(torch.zeros(1, 2, 2, 4), torch.zeros(1, 2, 2, 4))
+
+
+def test_cuda_graphs_off_cuda_is_a_one_line_error(tiny_base, tmp_path):
+    from awq_tts.errors import UsageError
+
+    with pytest.raises(UsageError, match="CUDA graphs need a CUDA device"):
+        load(tiny_base, device="cpu", cuda_graphs=True)
+    out = tmp_path / "o.wav"
+    result = CliRunner().invoke(main, ["synthesize", str(tiny_base), "--text", "Hi.",
+                                       "--device", "cpu", "--cuda-graphs", "-o", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "CUDA graphs need a CUDA device" in result.output and not out.exists()
+
+
+def test_graph_state_is_per_model_and_cpu_frames_stay_eager(bf16):
+    cp = bf16.model.talker.code_predictor
+    assert graph_status(bf16) == "off" and not bf16.awq_cuda_graphs
+    graphs.enable(cp)
+    try:
+        assert graph_status(bf16) == "on (0 captured)"
+        twin = copy.deepcopy(cp)     # its weights live elsewhere: it must capture its own
+        assert graphs.of(twin) is not graphs.of(cp) and not graphs.of(twin).graphs
+        embeds = _embeds(bf16, 4)
+        assert graphs.of(cp).codes(cp, embeds, 15, GREEDY) is None    # CPU: not graphed
+        out = cp.generate(inputs_embeds=embeds, max_new_tokens=15, do_sample=False,
+                          return_dict_in_generate=True, output_hidden_states=True)
+        assert torch.equal(out.sequences, _generate(cp, embeds, GREEDY))
+        assert graph_status(bf16) == "on (0 captured)"
+        mine, theirs = graphs.FrameGraphs(), graphs.of(cp)
+        with graphs.using(cp, mine):             # an A/B switch restores what was set
+            assert graphs.of(cp) is mine
+        assert graphs.of(cp) is theirs
+    finally:
+        graphs.disable(cp)
+    assert graph_status(bf16) == "off"
+    with graphs.using(cp, graphs.FrameGraphs()):
+        assert graph_status(bf16) == "on (0 captured)"
+    assert graph_status(bf16) == "off"
+
+
+class _HostReads(TorchDispatchMode):
+    """Every op that reads a tensor's value on the host (a device sync on CUDA, illegal
+    while capturing) or lifts host data into a tensor bigger than a scalar."""
+
+    SYNCS = {"_local_scalar_dense", "is_nonzero", "equal", "item", "nonzero"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name in self.SYNCS or (name == "lift_fresh" and out.dim() > 0):
+            self.found.append(name)
+        return out
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, (True, 0.7, 20, 0.8)], ids=["greedy", "nucleus"])
+def test_the_captured_frame_never_reads_a_tensor_on_the_host(bf16, sampling):
+    """What CUDA graph capture forbids, checked on the CPU: qwen-tts's and transformers'
+    forward, the cache and the token draw never bring a value to Python."""
+    cp = bf16.model.talker.code_predictor
+    cache, warp = predictor.fixed_cache(cp, 16), predictor.sampling_warpers(*sampling)
+    args = (_embeds(bf16, 6), cache, torch.arange(17), 15, warp, sampling[0])
+    predictor.frame_codes(cp, *args)        # first use allocates, as the warm-up does
+    with _HostReads() as reads:
+        predictor.frame_codes(cp, *args)
+    assert reads.found == []
+    with _HostReads() as reads:              # the check itself sees a host read
+        predictor.frame_codes(cp, *args).sum().item()
+    assert reads.found == ["_local_scalar_dense"]
+
+
+# ---- on CUDA ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def on_cuda(tiny_trained):
+    return load(tiny_trained, device=CUDA, dtype=torch.bfloat16, cuda_graphs=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 3])
+def test_graph_replays_give_generates_greedy_codes(on_cuda, batch):
+    cp = on_cuda.model.talker.code_predictor
+    for seed in (0, 1, 2):          # one capture, replayed with new inputs
+        embeds = _embeds(on_cuda, seed, batch, CUDA)
+        codes = graphs.of(cp).codes(cp, embeds, 15, GREEDY)
+        assert codes is not None, graph_status(on_cuda)
+        assert torch.equal(codes, _generate(cp, embeds, GREEDY)), seed
+    assert graph_status(on_cuda).startswith("on (")
+
+
+@pytest.mark.gpu
+def test_sampled_graph_draws_follow_the_seed(on_cuda):
+    cp = on_cuda.model.talker.code_predictor
+    embeds = _embeds(on_cuda, 5, 3, CUDA)
+    draws = []
+    for seed in (11, 11, 12):
+        torch.manual_seed(seed)
+        draws.append(graphs.of(cp).codes(cp, embeds, 15, SAMPLED))
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    vocab = cp.config.vocab_size
+    assert draws[0].shape == (3, 15) and 0 <= int(draws[0].min()) <= int(draws[0].max()) < vocab
+
+
+@pytest.mark.gpu
+def test_a_model_speaks_the_same_greedy_wav_with_graphs(on_cuda, ref_clip):
+    def speak():
+        wavs, _ = on_cuda.generate_voice_clone(
+            text="Hello there, how are you today?", language="English", ref_audio=ref_clip,
+            x_vector_only_mode=True, max_new_tokens=60, do_sample=False,
+            subtalker_dosample=False)
+        return wavs[0]
+
+    cp = on_cuda.model.talker.code_predictor
+    graphed = speak()
+    store = graphs.of(cp)
+    graphs.disable(cp)
+    try:
+        eager = speak()
+    finally:
+        setattr(cp, predictor.GRAPHS_ATTR, store)
+    assert graphed.shape == eager.shape and np.array_equal(graphed, eager)
+
+
+@pytest.mark.gpu
+def test_a_capture_that_fails_leaves_the_predictor_eager(tiny_trained, monkeypatch):
+    tts = load(tiny_trained, device=CUDA, dtype=torch.bfloat16, cuda_graphs=True)
+    cp = tts.model.talker.code_predictor
+    real = graphs.frame_codes
+
+    def host_sync(predictor_, inputs_embeds, *args):
+        inputs_embeds.sum().item()          # a host sync: illegal while capturing
+        return real(predictor_, inputs_embeds, *args)
+
+    monkeypatch.setattr(graphs, "frame_codes", host_sync)
+    embeds = _embeds(tts, 3, 2, CUDA)
+    out = cp.generate(inputs_embeds=embeds, max_new_tokens=15, do_sample=False,
+                      return_dict_in_generate=True, output_hidden_states=True)
+    assert graph_status(tts).startswith("on (0 captured, 1 failed: ")
+    assert torch.equal(out.sequences, _generate(cp, embeds, GREEDY))
+
