@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -30,10 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memory import full_shape_pair  # noqa: E402
-from timing import interleaved, paired_speedup  # noqa: E402
+from timing import interleaved, machine, paired_speedup  # noqa: E402
 
 from awq_tts.devices import resolve_device  # noqa: E402
 from awq_tts.format.packing import pack_gemm  # noqa: E402
+from awq_tts.models.qwen3_tts import graphs  # noqa: E402
 from awq_tts.quantizer import numerics  # noqa: E402
 from awq_tts.runtime import Int4Linear, available_backends, load  # noqa: E402
 from awq_tts.runtime.backends import BACKENDS  # noqa: E402
@@ -100,10 +100,27 @@ def model_calls(tts, cache_len: int) -> dict:
         talker(**frame_kwargs)
         cache.crop(cache_len)
 
-    return {"talker_step": step, "codec_frame": frame}
+    calls = {"talker_step": step, "codec_frame": frame}
+    if talker.device.type == "cuda":
+        calls["codec_frame_graphs"] = _with_graphs(talker.code_predictor, frame)
+    return calls
 
 
-MODEL_KEYS = ("talker_step", "codec_frame")
+def _with_graphs(predictor, call):
+    """``call`` with the code predictor's frames replayed from CUDA graphs (captured on the
+    first call, the warm-up round), and without them for every other call."""
+    store = graphs.FrameGraphs()
+
+    def graphed():
+        with graphs.using(predictor, store):
+            call()
+        if store.failed:
+            raise RuntimeError(f"CUDA graph capture failed: {next(iter(store.failed.values()))}")
+
+    return graphed
+
+
+MODEL_KEYS = ("talker_step", "codec_frame", "codec_frame_graphs")
 
 
 def bench_models(models: dict, device: str, cache_len: int, repeats: int) -> dict:
@@ -111,6 +128,8 @@ def bench_models(models: dict, device: str, cache_len: int, repeats: int) -> dic
     calls = {name: model_calls(tts, cache_len) for name, tts in models.items()}
     out: dict = {name: {} for name in models}
     for key in MODEL_KEYS:
+        if not all(key in c for c in calls.values()):
+            continue
         times = interleaved({n: c[key] for n, c in calls.items()}, device, repeats)
         for name, t in times.items():
             out[name][key] = t["median_s"]
@@ -136,9 +155,16 @@ def bench_predictor_loop(tts, device: str, cache_len: int, repeats: int) -> dict
         finally:
             undo()
 
-    times = interleaved({"generate": with_generate, "plain": frame}, device, repeats)
-    return {"generate_s": times["generate"]["median_s"], "plain_s": times["plain"]["median_s"],
-            "speedup": paired_speedup(times["generate"], times["plain"])}
+    calls = {"generate": with_generate, "plain": frame}
+    if device.startswith("cuda"):
+        calls["graphs"] = _with_graphs(predictor, frame)
+    times = interleaved(calls, device, repeats)
+    out = {"generate_s": times["generate"]["median_s"], "plain_s": times["plain"]["median_s"],
+           "speedup": paired_speedup(times["generate"], times["plain"])}
+    if "graphs" in times:
+        out.update(graphs_s=times["graphs"]["median_s"],
+                   graphs_speedup=paired_speedup(times["plain"], times["graphs"]))
+    return out
 
 
 def bench_synth(tts, device: str, frames: int) -> dict:
@@ -193,20 +219,6 @@ def run(args) -> dict:
     return result
 
 
-def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
 def table(result: dict) -> str:
     names = ["bf16", *result["backends"]]
     head = "| | " + " | ".join(names) + " | " + " | ".join(
@@ -228,7 +240,10 @@ def table(result: dict) -> str:
     models = result["models"]
     layers = result.get("talker_layers", 28)
     for key, label in (("talker_step", f"talker step ({layers} layers)"),
-                       ("codec_frame", "codec frame (talker + 15 sub-steps)")):
+                       ("codec_frame", "codec frame (talker + 15 sub-steps)"),
+                       ("codec_frame_graphs", "codec frame, code predictor in a CUDA graph")):
+        if not all(key in m for m in models.values()):
+            continue
         lines.append(row(label, {n: m[key] for n, m in models.items()},
                          {n: m["speedup"][key] for n, m in models.items()
                           if key in m.get("speedup", {})}))
@@ -243,7 +258,10 @@ def table(result: dict) -> str:
     if loop:
         lines += ["", f"One bf16 codec frame, code predictor by transformers' `generate`: "
                       f"{loop['generate_s'] * 1e3:.2f} ms; by the plain loop `load` installs: "
-                      f"{loop['plain_s'] * 1e3:.2f} ms ({loop['speedup']:.2f}×)."]
+                      f"{loop['plain_s'] * 1e3:.2f} ms ({loop['speedup']:.2f}×)"
+                      + (f"; replayed from a CUDA graph: {loop['graphs_s'] * 1e3:.2f} ms "
+                         f"({loop['graphs_speedup']:.2f}× the plain loop)"
+                         if "graphs_s" in loop else "") + "."]
     return "\n".join(lines)
 
 

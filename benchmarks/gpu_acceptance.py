@@ -72,15 +72,27 @@ def _child(args, stage: str, extra: list[str], timeout: int) -> dict:
     start = time.perf_counter()
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    found = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT")]
-    if run.returncode or not found:
-        tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
-        return {"error": " | ".join(tail), "exit_code": run.returncode}
-    result = json.loads(found[-1][len("RESULT"):])
-    result["stage_s"] = time.perf_counter() - start
+    except subprocess.TimeoutExpired as exc:
+        stdout = exc.stdout or b""
+        found = _results(stdout.decode(errors="replace") if isinstance(stdout, bytes)
+                         else stdout)
+        cut = f"timed out after {timeout} s"
+        return ({**found[-1], "stage_s": time.perf_counter() - start,
+                 "cut": f"{cut}; this is what it had measured"} if found else {"error": cut})
+    found = _results(run.stdout)
+    tail = " | ".join((run.stderr or run.stdout).strip().splitlines()[-3:])
+    if not found:
+        return {"error": tail, "exit_code": run.returncode}
+    result = {**found[-1], "stage_s": time.perf_counter() - start}
+    if run.returncode:
+        result["cut"] = f"exit code {run.returncode} after this partial result: {tail}"
     return result
+
+
+def _results(stdout: str) -> list[dict]:
+    """The ``RESULT`` lines a stage printed (a stage may print a partial one first)."""
+    return [json.loads(ln[len("RESULT"):]) for ln in stdout.splitlines()
+            if ln.startswith("RESULT")]
 
 
 def orchestrate(args) -> dict:
@@ -132,18 +144,24 @@ def table(results: dict) -> str:
     env = results.get("env", {})
     lines = [f"Device: {env.get('gpu', results['device'])} (torch {env.get('torch')}), "
              f"memory cap {results['cap_gib']} GiB{'; tiny dry run' if results['tiny'] else ''}",
-             "", "| model | load peak GiB | speech peak GiB | audio s | RTF |",
-             "|---|---:|---:|---:|---:|"]
+             "", "| model | load peak GiB | speech peak GiB | audio s | RTF | RTF, CUDA graphs |",
+             "|---|---:|---:|---:|---:|---:|"]
     speak = results.get("speak") or {}
     if "skipped" in speak:
         speak = {"all models": speak}
+    notes = []
     for name, r in speak.items():
         if not isinstance(r, dict) or "error" in r or "skipped" in r:
-            lines.append(f"| {name} | {r.get('error', r.get('skipped', '?'))} | | | |")
+            lines.append(f"| {name} | {r.get('error', r.get('skipped', '?'))} | | | | |")
             continue
         label = name if name == "bf16" else f"INT4 {name}"
+        graphed = r.get("graphs") or {}
         lines.append(f"| {label} | {_f(r['load_peak_gib'])} | {_f(r['peak_gib'])} | "
-                     f"{_f(r['audio_s'], '{:.1f}')} | {_f(r['rtf'])} |")
+                     f"{_f(r['audio_s'], '{:.1f}')} | {_f(r['rtf'])} | {_f(graphed.get('rtf'))} |")
+        notes += [f"{label}: {r['cut']}"] if "cut" in r else []
+        notes += [f"{label}, CUDA graphs ({graphed['frames_cap']} frames): {graphed['status']}"
+                  ] if graphed else []
+    lines += ["", *notes] if notes else []
     q = results.get("quantize") or {}
     if "wall_s" in q:
         lines += ["", f"Quantize ({q['n_samples']} × {q['max_seq_len']} tokens, "

@@ -7,8 +7,10 @@ round makes such a change hit all of them alike.
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -39,3 +41,18 @@ def paired_speedup(base: dict, other: dict) -> float:
     """Median over rounds of base time / other time (both timed in the same round)."""
     return statistics.median(b / o for b, o in zip(base["rounds_s"], other["rounds_s"],
                                                    strict=True))
+
+
+def machine(device: str) -> str:
+    """The device's name: the GPU, or the CPU model with torch's thread count."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"

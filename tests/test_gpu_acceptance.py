@@ -74,3 +74,74 @@ def test_the_deadline_leaves_a_complete_report(tmp_path):
                ("env", "gpu_tests", "build", "speak", "decode", "quantize", "validate"))
     written = json.loads((tmp_path / "o" / "gpu_acceptance.json").read_text())
     assert written["deadline_s"] == 5 and "out of time" in written["validate"]["skipped"]
+
+
+def test_the_decode_table_shows_the_cuda_graph_rows():
+    """The rows only a CUDA run fills (the frame with the code predictor in a CUDA graph)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from decode import table
+
+    def model(step, frame, graphed, **speedup):
+        row = {"talker_step": step, "codec_frame": frame, "codec_frame_graphs": graphed}
+        return {**row, "speedup": speedup} if speedup else row
+
+    result = {"machine": "GPU", "cache_tokens": 64, "repeats": 3, "backends": ["int4pack"],
+              "linears_s": [], "talker_layers": 28, "models": {
+                  "bf16": model(0.020, 0.060, 0.030),
+                  "int4pack": model(0.010, 0.050, 0.020, talker_step=2.0, codec_frame=1.2,
+                                    codec_frame_graphs=1.5)},
+              "predictor_loop": {"generate_s": 0.08, "plain_s": 0.06, "speedup": 1.33,
+                                 "graphs_s": 0.03, "graphs_speedup": 2.0}}
+    text = table(result)
+    assert "| codec frame, code predictor in a CUDA graph | 30.00 | 20.00 | 1.50× |" in text
+    assert "replayed from a CUDA graph: 30.00 ms (2.00× the plain loop)" in text
+    del result["models"]["bf16"]["codec_frame_graphs"]      # a CPU run has no such row
+    assert "CUDA graph" not in table(result).split("\n\n")[1]
+
+
+def test_a_stage_cut_short_keeps_its_partial_result(tmp_path, monkeypatch):
+    """``speak`` prints a partial result before its CUDA-graph run; a stage killed by its
+    budget, or crashing, after that keeps what it had measured and says so."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_acceptance
+
+    args = argparse.Namespace(out=tmp_path, device="cpu", cap_gib=6.0, work=tmp_path / "w",
+                              frames=12, n_samples=4, max_seq_len=32, validate_tokens=24,
+                              tiny=True)
+    printed = b'loading\nRESULT{"rtf": 0.5}\n'
+
+    def killed(cmd, **kwargs):
+        raise subprocess.TimeoutExpired(cmd, kwargs["timeout"], output=printed)
+
+    monkeypatch.setattr(gpu_acceptance.subprocess, "run", killed)
+    result = gpu_acceptance._child(args, "speak_one", [], timeout=7)
+    assert result["rtf"] == 0.5 and result["cut"].startswith("timed out after 7 s")
+    printed = b"loading\n"
+    assert gpu_acceptance._child(args, "speak_one", [], 7) == {"error": "timed out after 7 s"}
+
+    def crashed(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, -11, 'RESULT{"rtf": 0.5}\n', "Segfault\n")
+
+    monkeypatch.setattr(gpu_acceptance.subprocess, "run", crashed)
+    result = gpu_acceptance._child(args, "speak_one", [], 7)
+    assert result["rtf"] == 0.5 and result["cut"] == (
+        "exit code -11 after this partial result: Segfault")
+
+
+def test_the_speak_table_shows_cuda_graph_rtf_and_cut_stages():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_acceptance import table
+
+    row = {"load_peak_gib": 1.0, "peak_gib": 1.5, "audio_s": 30.0, "rtf": 0.5}
+    results = {"device": "cuda:0", "cap_gib": 6.0, "tiny": False, "speak": {
+        "bf16": {**row, "graphs": {"rtf": 0.2, "frames_cap": 125, "status": "on (1 captured)"}},
+        "int4pack": {**row, "cut": "timed out after 60 s; this is what it had measured"},
+        "dequant": {"error": "boom"}}}
+    text = table(results)
+    assert "| bf16 | 1.00 | 1.50 | 30.0 | 0.50 | 0.20 |" in text
+    assert "| INT4 int4pack | 1.00 | 1.50 | 30.0 | 0.50 | – |" in text
+    assert "| dequant | boom | | | | |" in text
+    assert "bf16, CUDA graphs (125 frames): on (1 captured)" in text
+    assert "INT4 int4pack: timed out after 60 s" in text
