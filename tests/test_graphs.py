@@ -5,7 +5,7 @@ frame after frame) draws the codes ``generate`` draws, so nothing stale survives
 frame to the next; the option is refused off CUDA in one line; a deep copy captures its own.
 On CUDA (``gpu``): graph replays give ``generate``'s greedy codes, sampled draws follow the
 seed, a model speaks the same greedy wav with and without graphs, and a capture that cannot
-work leaves the predictor eager with the reason in ``graph_status``.
+work leaves the predictor eager with the reason in its status.
 """
 
 from __future__ import annotations
@@ -82,10 +82,11 @@ def test_cuda_graphs_off_cuda_is_a_one_line_error(tiny_base, tmp_path):
 
 def test_graph_state_is_per_model_and_cpu_frames_stay_eager(bf16):
     cp = bf16.model.talker.code_predictor
-    assert graph_status(bf16) == "off" and not bf16.awq_cuda_graphs
+    assert graph_status(bf16) == "talker step off; code predictor off"
+    assert not bf16.awq_cuda_graphs
     graphs.enable(cp)
     try:
-        assert graph_status(bf16) == "on (0 captured)"
+        assert graphs.status(cp) == "on (0 captured)"
         twin = copy.deepcopy(cp)     # its weights live elsewhere: it must capture its own
         assert graphs.of(twin) is not graphs.of(cp) and not graphs.of(twin).graphs
         embeds = _embeds(bf16, 4)
@@ -93,17 +94,17 @@ def test_graph_state_is_per_model_and_cpu_frames_stay_eager(bf16):
         out = cp.generate(inputs_embeds=embeds, max_new_tokens=15, do_sample=False,
                           return_dict_in_generate=True, output_hidden_states=True)
         assert torch.equal(out.sequences, _generate(cp, embeds, GREEDY))
-        assert graph_status(bf16) == "on (0 captured)"
+        assert graphs.status(cp) == "on (0 captured)"
         mine, theirs = graphs.FrameGraphs(), graphs.of(cp)
         with graphs.using(cp, mine):             # an A/B switch restores what was set
             assert graphs.of(cp) is mine
         assert graphs.of(cp) is theirs
     finally:
         graphs.disable(cp)
-    assert graph_status(bf16) == "off"
+    assert graphs.status(cp) == "off"
     with graphs.using(cp, graphs.FrameGraphs()):
-        assert graph_status(bf16) == "on (0 captured)"
-    assert graph_status(bf16) == "off"
+        assert graphs.status(cp) == "on (0 captured)"
+    assert graphs.status(cp) == "off"
 
 
 class _HostReads(TorchDispatchMode):
@@ -154,9 +155,9 @@ def test_graph_replays_give_generates_greedy_codes(on_cuda, batch):
     for seed in (0, 1, 2):          # one capture, replayed with new inputs
         embeds = _embeds(on_cuda, seed, batch, CUDA)
         codes = graphs.of(cp).codes(cp, embeds, 15, GREEDY)
-        assert codes is not None, graph_status(on_cuda)
+        assert codes is not None, graphs.status(cp)
         assert torch.equal(codes, _generate(cp, embeds, GREEDY)), seed
-    assert graph_status(on_cuda).startswith("on (")
+    assert graphs.status(cp).startswith("on (")
 
 
 @pytest.mark.gpu
@@ -206,6 +207,6 @@ def test_a_capture_that_fails_leaves_the_predictor_eager(tiny_trained, monkeypat
     embeds = _embeds(tts, 3, 2, CUDA)
     out = cp.generate(inputs_embeds=embeds, max_new_tokens=15, do_sample=False,
                       return_dict_in_generate=True, output_hidden_states=True)
-    assert graph_status(tts).startswith("on (0 captured, 1 failed: ")
+    assert graphs.status(cp).startswith("on (0 captured, 1 failed: ")
     assert torch.equal(out.sequences, _generate(cp, embeds, GREEDY))
 

@@ -40,10 +40,10 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     CPU the speech tokenizer and the speaker encoder run in float32 whatever ``dtype`` says
     (their bf16 convolutions are 35–70× slower there; ``models/qwen3_tts/audio_dtype.py``);
     the speech tokenizer's dtype is ``tts.awq_codec_dtype``. ``cuda_graphs`` (CUDA only)
-    replays the code predictor's 15 sub-steps per frame from a CUDA graph
-    (``models/qwen3_tts/graphs.py``); ``tts.awq_cuda_graphs`` is the setting, and
-    ``graph_status(tts)`` says how many shapes are captured or why a capture failed (the
-    predictor then runs eagerly).
+    replays each talker decode step and the code predictor's 15 sub-steps per frame from
+    CUDA graphs on static KV caches (``models/qwen3_tts/talker_graphs.py``, ``graphs.py``);
+    ``tts.awq_cuda_graphs`` is the setting, and ``graph_status(tts)`` says how many graphs
+    are captured or why a capture failed (that part then runs eagerly).
     """
     device = resolve_device(device)
     if cuda_graphs and not device.startswith("cuda"):
@@ -69,8 +69,8 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
 
 
 def graph_status(tts) -> str:
-    """``off``, ``on (N captured)``, or ``on (N captured, M failed: reason)`` for a model
-    ``load`` returned."""
+    """The CUDA graphs' state of a model ``load`` returned, e.g. ``talker step on (2
+    captured); code predictor on (1 captured, 1 failed: reason)``, or ``… off``."""
     return adapter_of(tts).graph_status(tts)
 
 

@@ -2,8 +2,8 @@
 
 ``package.py`` imports qwen-tts quietly and registers its Auto classes; ``patches.py`` (while
 speaking) and ``load_patches.py`` (while loading) hold every patch applied to it, except the
-code predictor's plain loop that every loaded model gets (``predictor.py``) and its CUDA
-graphs (``graphs.py``). This
+code predictor's plain loop that every loaded model gets (``predictor.py``) and the CUDA
+graphs of the talker step and the code predictor (``talker_graphs.py``, ``graphs.py``). This
 module loads and builds models, finds the talker's decoder layers, asks a model to speak
 (one dispatch over base / custom_voice / voice_design), and knows the codec head, the
 end-of-speech id, the speaker encoder and the audio decoder.
@@ -23,7 +23,7 @@ from torch import nn
 
 from ...errors import UsageError
 from ..mapping import QWEN3_TTS_TALKER, decoder_layers
-from . import audio_dtype, graphs, predictor
+from . import audio_dtype, graphs, predictor, talker_graphs
 from .load_patches import speech_tokenizer_dtype
 from .package import quiet_generation, qwen_tts
 from .patches import TalkerPrompt, TalkerRecord, capture_prompt, record_talker
@@ -110,12 +110,18 @@ class Qwen3TTS:
     place_audio = staticmethod(audio_dtype.place_audio)
 
     def use_cuda_graphs(self, tts, on: bool) -> None:
-        """Replay the code predictor's frames from CUDA graphs (``graphs.py``) or not."""
-        (graphs.enable if on else graphs.disable)(tts.model.talker.code_predictor)
+        """Replay the talker's decode steps (``talker_graphs.py``) and the code predictor's
+        frames (``graphs.py``) from CUDA graphs, or neither."""
+        talker = tts.model.talker
+        (graphs.enable if on else graphs.disable)(talker.code_predictor)
+        (talker_graphs.enable if on else talker_graphs.disable)(talker)
 
     def graph_status(self, tts) -> str:
-        """:func:`graphs.status` of the model's code predictor."""
-        return graphs.status(tts.model.talker.code_predictor)
+        """Both halves' state: ``talker step …; code predictor …`` (each ``off``, or ``on
+        (N captured…)``)."""
+        talker = tts.model.talker
+        return (f"talker step {talker_graphs.status(talker)}; "
+                f"code predictor {graphs.status(talker.code_predictor)}")
 
     # -- structure -----------------------------------------------------------------------
     def variant(self, tts) -> str:

@@ -1,0 +1,232 @@
+"""CUDA graphs for the talker's decode step: the other half of ``load(..., cuda_graphs=True)``.
+
+qwen-tts runs the talker with transformers' ``generate``; at batch 1 each step's 28 decoder
+layers are about 600 small kernels, so on a GPU the step costs its launches, not its
+weights, and INT4's smaller weights cannot show. Here one ``talker.generate`` call gets a
+:class:`StepCache` (transformers' static cache layers, allocated once for the call's
+``prefill + max_new_tokens`` tokens), and the talker's decoder is wrapped for that call:
+
+* the prefill runs as before, eagerly, writing the static buffers (its attention reads
+  exactly the prompt's keys, as with the dynamic cache);
+* each one-token step copies its inputs (embedding, rope positions, cache position) into
+  fixed buffers and runs :meth:`StepCache.decode` on them, replayed from a CUDA graph.
+  Attention reads a window of the cache, the first multiple of :data:`WINDOW` slots that
+  holds the position, masked past the position and at the prompt's padding; so one graph
+  per window size serves every step in it.
+
+The eager twin (``graphed=False``) runs the same ``decode`` on the same buffers without a
+graph: the tests check it against stock ``generate`` on the CPU, and the graph against it
+on CUDA, token for token with greedy decoding. A window whose capture fails runs eagerly and
+:func:`status` says why. Everything around the decoder (embeddings, the code predictor,
+the codec head, sampling, stopping) is qwen-tts's and transformers' own code, unchanged.
+
+The cache holds ``28 layers × 2 × 8 heads × 128 × 2 bytes`` = 112 KiB per token and batch
+row in bf16 (about 250 MiB for a 2,048-frame budget at batch 1), for the whole call, and
+is kept for the next call of the same batch size and length bucket (:data:`KEEP`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from types import MethodType
+
+import torch
+from transformers.cache_utils import Cache, StaticLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast
+
+from .patches import swap_attr
+
+#: Slots per attention window; also the rounding of a call's cache length.
+WINDOW = 256
+#: Step caches (and their graphs) kept per talker, by batch size and length bucket.
+KEEP = 1
+ATTR = "awq_tts_talker_graphs"
+log = logging.getLogger(__name__)
+
+
+class WindowLayer(StaticLayer):
+    """A static cache layer whose attention reads only its first ``window`` slots."""
+
+    window = 0
+
+    def update(self, key_states, value_states, cache_kwargs=None):
+        keys, values = super().update(key_states, value_states, cache_kwargs)
+        return keys[:, :, :self.window], values[:, :, :self.window]
+
+    def get_mask_sizes(self, cache_position: torch.Tensor) -> tuple[int, int]:
+        return self.window, 0
+
+
+class StepCache(Cache):
+    """The talker's KV cache for ``generate`` calls of one batch size and length bucket,
+    with the decode step's fixed input buffers and its graphs (one per window)."""
+
+    def __init__(self, layers: int, capacity: int, graphed: bool) -> None:
+        super().__init__(layers=[WindowLayer(capacity) for _ in range(layers)])
+        self.capacity, self.graphed = capacity, graphed
+        self.seen = 0
+        self.valid: torch.Tensor | None = None      # [batch, capacity] bool, per call
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.failed: dict[int, str] = {}
+
+    @property
+    def is_compileable(self) -> bool:
+        return False      # keeps generate from building 4D masks or compiling the forward
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen
+
+    def _window(self, size: int) -> None:
+        for layer in self.layers:
+            layer.window = size
+
+    def prefill(self, decoder_forward, kwargs: dict):
+        """The prompt, eagerly: it starts a call (the stale slots of the last one are masked
+        until overwritten)."""
+        embeds, mask = kwargs["inputs_embeds"], kwargs.get("attention_mask")
+        batch, length = embeds.shape[:2]
+        self.valid = torch.ones(batch, self.capacity, dtype=torch.bool, device=embeds.device)
+        if mask is not None:
+            self.valid[:, :length] = mask.bool()
+        self._window(length)
+        self.seen = 0
+        out = decoder_forward(**kwargs)
+        self.seen = length
+        return out
+
+    def step(self, decoder_forward, embeds: torch.Tensor, position_ids: torch.Tensor,
+             cache_position: torch.Tensor) -> torch.Tensor:
+        """One token per row: the last hidden state ``[batch, 1, hidden]``."""
+        if not self.inputs:
+            self.inputs = {"embeds": torch.zeros_like(embeds),
+                           "positions": torch.zeros_like(position_ids),
+                           "cache_position": torch.zeros_like(cache_position),
+                           "slots": torch.arange(self.capacity, device=embeds.device)}
+        self.inputs["embeds"].copy_(embeds)
+        self.inputs["positions"].copy_(position_ids)
+        self.inputs["cache_position"].copy_(cache_position)
+        window = min(self.capacity, -(-(self.seen + 1) // WINDOW) * WINDOW)
+        self._window(window)
+        self.seen += 1
+        if self.graphed and window not in self.failed:
+            graph = self.graphs.get(window) or self._capture(decoder_forward, window)
+            if graph is not None:
+                graph[0].replay()
+                return graph[1].clone()
+        return self.decode(decoder_forward, window)
+
+    def decode(self, decoder_forward, window: int) -> torch.Tensor:
+        """The decoder on the fixed buffers, attending to ``window`` slots: what a graph
+        captures. Nothing here reads a tensor on the host."""
+        i = self.inputs
+        mask = self.valid[:, :window] & (i["slots"][:window] <= i["cache_position"])
+        out = decoder_forward(inputs_embeds=i["embeds"], attention_mask=mask[:, None, None, :],
+                              position_ids=i["positions"], past_key_values=self, use_cache=True,
+                              cache_position=i["cache_position"])
+        return out.last_hidden_state
+
+    def _capture(self, decoder_forward, window: int):
+        device = self.inputs["embeds"].device
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.no_grad(), torch.cuda.stream(side):
+                self.decode(decoder_forward, window)   # rewrites this step's slot: harmless
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.no_grad(), torch.cuda.graph(graph):
+                out = self.decode(decoder_forward, window)
+        except Exception as exc:  # noqa: BLE001 (any capture failure means: run eagerly)
+            self.failed[window] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.warning("CUDA graph capture of the talker step failed (%s); it runs eagerly",
+                        self.failed[window])
+            return None
+        self.graphs[window] = (graph, out)
+        return self.graphs[window]
+
+
+class TalkerGraphs:
+    """A talker's step caches, by batch size, length bucket, dtype and device."""
+
+    def __init__(self, graphed: bool = True) -> None:
+        self.graphed = graphed
+        self.caches: OrderedDict[tuple, StepCache] = OrderedDict()
+
+    def __deepcopy__(self, memo) -> TalkerGraphs:
+        return TalkerGraphs(self.graphed)
+
+    def cache_for(self, talker, embeds: torch.Tensor, max_new_tokens: int) -> StepCache:
+        capacity = -(-(embeds.shape[1] + max_new_tokens) // WINDOW) * WINDOW
+        key = (embeds.shape[0], capacity, embeds.dtype, str(embeds.device))
+        cache = self.caches.pop(key, None) or StepCache(
+            talker.config.num_hidden_layers, capacity, self.graphed and embeds.is_cuda)
+        self.caches[key] = cache
+        while len(self.caches) > KEEP:
+            self.caches.popitem(last=False)
+        return cache
+
+
+def install(talker) -> None:
+    """Route ``talker.generate`` through :func:`_generate` (a no-op until :func:`enable`)."""
+    if not getattr(talker.generate, "_awq_tts_steps", False):
+        talker.generate = MethodType(_generate, talker)
+
+
+def enable(talker, graphed: bool = True) -> None:
+    """Static-cache decoding for ``talker``: replayed from CUDA graphs, or (``graphed``
+    false) the same steps run eagerly, the reference the graphs are checked against."""
+    install(talker)
+    setattr(talker, ATTR, TalkerGraphs(graphed))
+
+
+def disable(talker) -> None:
+    if hasattr(talker, ATTR):
+        delattr(talker, ATTR)
+
+
+def status(talker) -> str:
+    """``off``, or ``on (N captured)`` with ``, M failed: reason`` when a capture failed."""
+    store = getattr(talker, ATTR, None)
+    if store is None:
+        return "off"
+    captured = sum(len(c.graphs) for c in store.caches.values())
+    failed = [r for c in store.caches.values() for r in c.failed.values()]
+    return f"on ({captured} captured" + (f", {len(failed)} failed: {failed[-1]}" if failed
+                                         else "") + ")"
+
+
+def _generate(self, *args, **kwargs):
+    store = getattr(self, ATTR, None)
+    embeds = kwargs.get("inputs_embeds")
+    if (store is None or args or embeds is None or "past_key_values" in kwargs
+            or kwargs.get("max_new_tokens") is None):
+        return type(self).generate(self, *args, **kwargs)
+    cache = store.cache_for(self, embeds, int(kwargs["max_new_tokens"]))
+    decoder = self.model
+    original = decoder.forward
+
+    def forward(*f_args, **f_kwargs):
+        x = f_kwargs.get("inputs_embeds")
+        if f_args or f_kwargs.get("past_key_values") is not cache or x is None:
+            return original(*f_args, **f_kwargs)
+        if cache.seen == 0:
+            return cache.prefill(original, f_kwargs)
+        positions = f_kwargs.get("position_ids")
+        if positions is None:
+            positions = f_kwargs["cache_position"].view(1, 1, -1).expand(3, x.shape[0], -1)
+        hidden = cache.step(original, x, positions, f_kwargs["cache_position"])
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden, past_key_values=cache,
+            hidden_states=(hidden,) if f_kwargs.get("output_hidden_states") else None)
+
+    undo = swap_attr(decoder, "forward", forward)
+    try:
+        return type(self).generate(self, **kwargs, past_key_values=cache)
+    finally:
+        undo()
+        cache.seen = 0
+
+
+_generate._awq_tts_steps = True

@@ -1,0 +1,108 @@
+"""The talker's static-cache decode step (``models/qwen3_tts/talker_graphs.py``).
+
+On the CPU its eager twin speaks exactly what stock ``generate`` speaks (float32 across an
+attention-window boundary, bf16 on the trained model, batches with padding, a cache reused
+by the next call), reads nothing on the host, and leaves other calls alone. On CUDA
+(``gpu``) the graphs replay the eager twin token for token, with greedy decoding, across
+window boundaries.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from test_graphs import _HostReads
+
+from awq_tts.models.qwen3_tts import graphs, talker_graphs
+from awq_tts.runtime import graph_status, load
+
+TEXTS = ["Hello there, how are you?", "A second sentence, a little longer than the first."]
+
+
+def _speak(tts, ref_clip, texts, frames: int) -> list[np.ndarray]:
+    torch.manual_seed(0)
+    wavs, _ = tts.generate_voice_clone(
+        text=texts, language=["English"] * len(texts), ref_audio=[ref_clip] * len(texts),
+        x_vector_only_mode=True, max_new_tokens=frames, do_sample=False,
+        subtalker_dosample=False)
+    return wavs
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _steps(talker) -> talker_graphs.StepCache:
+    return next(iter(getattr(talker, talker_graphs.ATTR).caches.values()))
+
+
+@pytest.mark.parametrize("which", ["fp32-random", "bf16-trained"])
+def test_static_steps_speak_what_generate_speaks(tiny_base, tiny_trained, ref_clip, which,
+                                                 monkeypatch):
+    path, dtype = {"fp32-random": (tiny_base, torch.float32),
+                   "bf16-trained": (tiny_trained, torch.bfloat16)}[which]
+    monkeypatch.setattr(talker_graphs, "WINDOW", 8)    # several windows in a short sample
+    frames = 120
+    tts = load(path, device="cpu", dtype=dtype)
+    talker = tts.model.talker
+    for texts in (TEXTS[:1], TEXTS):               # batch 2: the prompts are padded
+        stock = _speak(tts, ref_clip, texts, frames)
+        talker_graphs.enable(talker, graphed=False)
+        try:
+            static = _speak(tts, ref_clip, texts, frames)
+            again = _speak(tts, ref_clip, texts, frames)    # the same buffers, reused
+            cache = _steps(talker)
+        finally:
+            talker_graphs.disable(talker)
+        assert _same(stock, static) and _same(static, again), texts
+        assert cache.inputs and cache.seen == 0 and not cache.graphs
+        assert max(w.size for w in stock) // 1920 > 2 * talker_graphs.WINDOW
+
+
+def test_the_static_step_never_reads_a_tensor_on_the_host(tiny_trained, ref_clip):
+    tts = load(tiny_trained, device="cpu", dtype=torch.bfloat16)
+    talker = tts.model.talker
+    talker_graphs.enable(talker, graphed=False)
+    _speak(tts, ref_clip, TEXTS, 20)
+    cache = _steps(talker)
+    cache.seen = 7
+    with _HostReads() as reads:
+        cache.decode(talker.model.forward, talker_graphs.WINDOW)
+    assert reads.found == []
+
+
+def test_other_calls_and_copies_are_left_alone(tiny_trained):
+    tts = load(tiny_trained, device="cpu", dtype=torch.bfloat16)
+    talker = tts.model.talker
+    assert "generate" not in talker.__dict__      # nothing installed until enabled
+    talker_graphs.enable(talker, graphed=False)
+    assert talker_graphs.status(talker) == "on (0 captured)"
+    assert graph_status(tts) == "talker step on (0 captured); code predictor off"
+    twin = copy.deepcopy(talker)
+    assert getattr(twin, talker_graphs.ATTR) is not getattr(talker, talker_graphs.ATTR)
+    assert twin.generate.__self__ is twin
+    talker_graphs.enable(talker, graphed=False)    # a second enable: one wrapper
+    assert talker.generate._awq_tts_steps
+    talker_graphs.disable(talker)
+    assert talker_graphs.status(talker) == "off"
+
+
+# ---- on CUDA ---------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 2])
+def test_graphed_steps_replay_the_eager_static_steps(tiny_base, ref_clip, batch, monkeypatch):
+    monkeypatch.setattr(talker_graphs, "WINDOW", 8)     # a graph per 8 slots: many windows
+    tts = load(tiny_base, device="cuda:0", dtype=torch.bfloat16, cuda_graphs=True)
+    talker, texts = tts.model.talker, TEXTS[:batch]
+    graphed = _speak(tts, ref_clip, texts, 120)
+    captured = sum(len(c.graphs) for c in getattr(talker, talker_graphs.ATTR).caches.values())
+    status = graph_status(tts)
+    talker_graphs.enable(talker, graphed=False)
+    graphs.disable(talker.code_predictor)
+    eager = _speak(tts, ref_clip, texts, 120)
+    assert "failed" not in status and captured >= 2, status
+    assert _same(graphed, eager)
