@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from graph_calls import graphed_calls  # noqa: E402
 from memory import full_shape_pair  # noqa: E402
 from timing import interleaved, machine, paired_speedup  # noqa: E402
 
@@ -72,19 +73,21 @@ def _talker_state(tts, cache_len: int):
     prompt = (torch.randn(1, cache_len, hidden, generator=gen) * 0.05).to(talker.device,
                                                                            talker.dtype)
     out = talker.model(inputs_embeds=prompt, use_cache=True)
-    return talker, out.past_key_values, prompt[:, -1:]
+    return talker, out.past_key_values, prompt
 
 
 @torch.no_grad()
 def model_calls(tts, cache_len: int) -> dict:
     """(b) one talker step and (c) one codec frame of ``tts``, each leaving its cache as
     it found it."""
-    talker, cache, token = _talker_state(tts, cache_len)
+    talker, cache, prompt = _talker_state(tts, cache_len)
+    token = prompt[:, -1:]
 
     @torch.no_grad()
     def step():
-        talker.model(inputs_embeds=token, past_key_values=cache, use_cache=True)
+        out = talker.model(inputs_embeds=token, past_key_values=cache, use_cache=True)
         cache.crop(cache_len)
+        return out.last_hidden_state
 
     pad = talker.get_text_embeddings()(torch.tensor([[tts.model.config.tts_pad_token_id]],
                                                     device=talker.device))
@@ -97,12 +100,13 @@ def model_calls(tts, cache_len: int) -> dict:
 
     @torch.no_grad()
     def frame():
-        talker(**frame_kwargs)
+        out = talker(**frame_kwargs)
         cache.crop(cache_len)
+        return out.past_hidden
 
     calls = {"talker_step": step, "codec_frame": frame}
     if talker.device.type == "cuda":
-        calls["codec_frame_graphs"] = _with_graphs(talker.code_predictor, frame)
+        calls.update(graphed_calls(tts, cache_len, prompt, frame_kwargs))
     return calls
 
 
@@ -120,7 +124,7 @@ def _with_graphs(predictor, call):
     return graphed
 
 
-MODEL_KEYS = ("talker_step", "codec_frame", "codec_frame_graphs")
+MODEL_KEYS = ("talker_step", "codec_frame", "talker_step_graphs", "codec_frame_graphs")
 
 
 def bench_models(models: dict, device: str, cache_len: int, repeats: int) -> dict:
@@ -241,7 +245,8 @@ def table(result: dict) -> str:
     layers = result.get("talker_layers", 28)
     for key, label in (("talker_step", f"talker step ({layers} layers)"),
                        ("codec_frame", "codec frame (talker + 15 sub-steps)"),
-                       ("codec_frame_graphs", "codec frame, code predictor in a CUDA graph")):
+                       ("talker_step_graphs", "talker step, CUDA graph"),
+                       ("codec_frame_graphs", "codec frame, CUDA graphs (talker + predictor)")):
         if not all(key in m for m in models.values()):
             continue
         lines.append(row(label, {n: m[key] for n, m in models.items()},

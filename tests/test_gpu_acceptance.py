@@ -77,25 +77,29 @@ def test_the_deadline_leaves_a_complete_report(tmp_path):
 
 
 def test_the_decode_table_shows_the_cuda_graph_rows():
-    """The rows only a CUDA run fills (the frame with the code predictor in a CUDA graph)."""
+    """The rows only a CUDA run fills (the step and the frame replayed from CUDA graphs)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from decode import table
 
-    def model(step, frame, graphed, **speedup):
-        row = {"talker_step": step, "codec_frame": frame, "codec_frame_graphs": graphed}
+    def model(step, frame, graphed_step, graphed_frame, **speedup):
+        row = {"talker_step": step, "codec_frame": frame, "talker_step_graphs": graphed_step,
+               "codec_frame_graphs": graphed_frame}
         return {**row, "speedup": speedup} if speedup else row
 
     result = {"machine": "GPU", "cache_tokens": 64, "repeats": 3, "backends": ["int4pack"],
               "linears_s": [], "talker_layers": 28, "models": {
-                  "bf16": model(0.020, 0.060, 0.030),
-                  "int4pack": model(0.010, 0.050, 0.020, talker_step=2.0, codec_frame=1.2,
+                  "bf16": model(0.020, 0.060, 0.004, 0.008),
+                  "int4pack": model(0.010, 0.050, 0.002, 0.005, talker_step=2.0,
+                                    codec_frame=1.2, talker_step_graphs=1.9,
                                     codec_frame_graphs=1.5)},
               "predictor_loop": {"generate_s": 0.08, "plain_s": 0.06, "speedup": 1.33,
                                  "graphs_s": 0.03, "graphs_speedup": 2.0}}
     text = table(result)
-    assert "| codec frame, code predictor in a CUDA graph | 30.00 | 20.00 | 1.50× |" in text
+    assert "| talker step, CUDA graph | 4.00 | 2.00 | 1.90× |" in text
+    assert "| codec frame, CUDA graphs (talker + predictor) | 8.00 | 5.00 | 1.50× |" in text
     assert "replayed from a CUDA graph: 30.00 ms (2.00× the plain loop)" in text
-    del result["models"]["bf16"]["codec_frame_graphs"]      # a CPU run has no such row
+    for key in ("talker_step_graphs", "codec_frame_graphs"):   # a CPU run has no such rows
+        del result["models"]["bf16"][key]
     assert "CUDA graph" not in table(result).split("\n\n")[1]
 
 

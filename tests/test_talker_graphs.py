@@ -106,3 +106,31 @@ def test_graphed_steps_replay_the_eager_static_steps(tiny_base, ref_clip, batch,
     eager = _speak(tts, ref_clip, texts, 120)
     assert "failed" not in status and captured >= 2, status
     assert _same(graphed, eager)
+
+
+def test_the_decode_benchmarks_graph_rows_compute_the_eager_rows(tiny_trained):
+    """``benchmarks/graph_calls.py`` (the GPU run's CUDA-graph rows), run eagerly here: the
+    static step and frame compute what the dynamic-cache rows compute, call after call."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from decode import model_calls
+    from graph_calls import graphed_calls
+
+    tts = load(tiny_trained, device="cpu", dtype=torch.float32)
+    talker = tts.model.talker
+    prompt = torch.randn(1, 64, talker.config.hidden_size,
+                         generator=torch.Generator().manual_seed(0)) * 0.05
+    eager = model_calls(tts, 64)
+    kwargs = dict(input_ids=torch.tensor([[17]]), past_hidden=prompt[:, -1:], use_cache=True,
+                  generation_step=0, trailing_text_hidden=prompt[:, :0],
+                  tts_pad_embed=prompt[:, -1:], subtalker_dosample=False)
+    static = graphed_calls(tts, 64, prompt, kwargs, graphed=False)
+    with torch.no_grad():
+        dynamic = talker.model(inputs_embeds=prompt, use_cache=True).past_key_values
+        frame = talker(**kwargs, past_key_values=dynamic).past_hidden
+    for _ in range(2):
+        torch.testing.assert_close(static["talker_step_graphs"](), eager["talker_step"](),
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(static["codec_frame_graphs"](), frame, rtol=1e-5, atol=1e-5)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import MethodType
 
 import torch
@@ -197,6 +199,36 @@ def status(talker) -> str:
                                          else "") + ")"
 
 
+@contextmanager
+def stepping(talker, cache: StepCache) -> Iterator[StepCache]:
+    """Within the block, a call of the talker's decoder that carries ``cache`` runs through
+    it: the first as the prefill (eager), each later one-token call as a static step
+    (replayed from a graph when ``cache.graphed``). Other calls are untouched."""
+    decoder = talker.model
+    original = decoder.forward
+
+    def forward(*args, **kwargs):
+        x = kwargs.get("inputs_embeds")
+        if args or kwargs.get("past_key_values") is not cache or x is None:
+            return original(*args, **kwargs)
+        if cache.seen == 0:
+            return cache.prefill(original, kwargs)
+        positions = kwargs.get("position_ids")
+        if positions is None:
+            positions = kwargs["cache_position"].view(1, 1, -1).expand(3, x.shape[0], -1)
+        hidden = cache.step(original, x, positions, kwargs["cache_position"])
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden, past_key_values=cache,
+            hidden_states=(hidden,) if kwargs.get("output_hidden_states") else None)
+
+    undo = swap_attr(decoder, "forward", forward)
+    try:
+        yield cache
+    finally:
+        undo()
+        cache.seen = 0
+
+
 def _generate(self, *args, **kwargs):
     store = getattr(self, ATTR, None)
     embeds = kwargs.get("inputs_embeds")
@@ -204,29 +236,8 @@ def _generate(self, *args, **kwargs):
             or kwargs.get("max_new_tokens") is None):
         return type(self).generate(self, *args, **kwargs)
     cache = store.cache_for(self, embeds, int(kwargs["max_new_tokens"]))
-    decoder = self.model
-    original = decoder.forward
-
-    def forward(*f_args, **f_kwargs):
-        x = f_kwargs.get("inputs_embeds")
-        if f_args or f_kwargs.get("past_key_values") is not cache or x is None:
-            return original(*f_args, **f_kwargs)
-        if cache.seen == 0:
-            return cache.prefill(original, f_kwargs)
-        positions = f_kwargs.get("position_ids")
-        if positions is None:
-            positions = f_kwargs["cache_position"].view(1, 1, -1).expand(3, x.shape[0], -1)
-        hidden = cache.step(original, x, positions, f_kwargs["cache_position"])
-        return BaseModelOutputWithPast(
-            last_hidden_state=hidden, past_key_values=cache,
-            hidden_states=(hidden,) if f_kwargs.get("output_hidden_states") else None)
-
-    undo = swap_attr(decoder, "forward", forward)
-    try:
+    with stepping(self, cache):
         return type(self).generate(self, **kwargs, past_key_values=cache)
-    finally:
-        undo()
-        cache.seen = 0
 
 
 _generate._awq_tts_steps = True

@@ -1,0 +1,58 @@
+"""The CUDA-graph rows of ``decode.py``: one talker step and one codec frame of a loaded
+model on the machinery ``load(..., cuda_graphs=True)`` uses (``talker_graphs.StepCache``
+for the talker, ``graphs.FrameGraphs`` for the code predictor), at the eager rows' cache
+length and token. Graphs are captured on the first call (the warm-up round); a capture
+that fails raises, so the row reports the failure instead of timing eager code."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from awq_tts.models.qwen3_tts import graphs, talker_graphs
+
+
+def _check(cache: talker_graphs.StepCache, store: graphs.FrameGraphs) -> None:
+    failed = [*cache.failed.values(), *store.failed.values()]
+    if failed:
+        raise RuntimeError(f"CUDA graph capture failed: {failed[0]}")
+
+
+def graphed_calls(tts, cache_len: int, prompt: torch.Tensor, frame_kwargs: dict,
+                  graphed: bool = True) -> dict:
+    """``talker_step_graphs`` and ``codec_frame_graphs`` after a prefill of ``prompt``
+    (``[1, cache_len, hidden]``); each call decodes at position ``cache_len`` again and
+    returns the talker's last hidden state. ``graphed`` false runs the same static steps
+    eagerly (how the CPU tests check these calls)."""
+    talker, device = tts.model.talker, prompt.device
+    window = talker_graphs.WINDOW
+    capacity = -(-(cache_len + 1) // window) * window
+    cache = talker_graphs.StepCache(talker.config.num_hidden_layers, capacity, graphed)
+    with talker_graphs.stepping(talker, cache):
+        talker.model(inputs_embeds=prompt, past_key_values=cache, use_cache=True,
+                     cache_position=torch.arange(cache_len, device=device))
+    token = prompt[:, -1:]
+    positions = torch.full((3, 1, 1), cache_len, device=device)
+    position = torch.tensor([cache_len], device=device)
+    store = graphs.FrameGraphs()
+
+    @torch.no_grad()
+    def step():
+        with talker_graphs.stepping(talker, cache):
+            cache.seen = cache_len
+            out = talker.model(inputs_embeds=token, position_ids=positions,
+                               past_key_values=cache, use_cache=True, cache_position=position)
+        _check(cache, store)
+        return out.last_hidden_state
+
+    @torch.no_grad()
+    def frame():
+        with (talker_graphs.stepping(talker, cache),
+              graphs.using(talker.code_predictor, store) if graphed else nullcontext()):
+            cache.seen = cache_len
+            out = talker(**{**frame_kwargs, "past_key_values": cache, "cache_position": position})
+        _check(cache, store)
+        return out.past_hidden
+
+    return {"talker_step_graphs": step, "codec_frame_graphs": frame}
