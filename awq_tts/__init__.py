@@ -4,7 +4,8 @@ The library's entry points are bound lazily, so that ``import awq_tts.runtime`` 
 an INT4 model) never loads the quantizer or the calibration:
 
 - ``awq_tts.quantize(src, out, ...)``: the quantizer (``awq_tts.quantizer``);
-- ``awq_tts.load(folder)``: a ``qwen_tts.Qwen3TTSModel`` with INT4 talker linears;
+- ``awq_tts.load(folder)``: a ``qwen_tts.Qwen3TTSModel`` with INT4 talker linears
+  (``cuda_graphs=True``: its decode replayed from CUDA graphs; ``awq_tts.graph_status``);
 - ``awq_tts.validate_awq_quality(quant, ...)``: the verdict against the bf16 source.
 """
 
@@ -24,10 +25,12 @@ _LAZY = {
     "quantize": ("awq_tts.quantizer.api", "quantize"),
     "QuantizeSummary": ("awq_tts.quantizer.api", "QuantizeSummary"),
     "load": ("awq_tts.runtime.load", "load"),
+    "graph_status": ("awq_tts.runtime.load", "graph_status"),
     "validate_awq_quality": ("awq_tts.validate.api", "validate_awq_quality"),
 }
 
-__all__ = ["QuantizeSummary", "__version__", "load", "quantize", "validate_awq_quality"]
+__all__ = ["QuantizeSummary", "__version__", "graph_status", "load", "quantize",
+           "validate_awq_quality"]
 
 
 def __getattr__(name: str) -> Any:
