@@ -3,8 +3,8 @@
 On the CPU: the frame the graph captures (:func:`predictor.frame_codes` on buffers reused
 frame after frame) draws the codes ``generate`` draws, so nothing stale survives from one
 frame to the next; the option is refused off CUDA in one line; a deep copy captures its own.
-On CUDA (``gpu``): graph replays give ``generate``'s greedy codes, sampled draws follow the
-seed, a model speaks the same greedy wav with and without graphs, and a capture that cannot
+On CUDA (``gpu``): graph replays give the plain loop's greedy codes, sampled draws follow
+the seed, a model speaks the same greedy wav with and without graphs, and a capture that cannot
 work leaves the predictor eager with the reason in its status.
 """
 
@@ -144,19 +144,22 @@ def test_the_captured_frame_never_reads_a_tensor_on_the_host(bf16, sampling):
 # ---- on CUDA ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def on_cuda(tiny_trained):
-    return load(tiny_trained, device=CUDA, dtype=torch.bfloat16, cuda_graphs=True)
+def on_cuda(tiny_base):
+    return load(tiny_base, device=CUDA, dtype=torch.bfloat16, cuda_graphs=True)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("batch", [1, 3])
-def test_graph_replays_give_generates_greedy_codes(on_cuda, batch):
+def test_graph_replays_give_the_eager_loops_greedy_codes(on_cuda, batch):
+    """Against the plain loop on the same device (``test_predictor`` checks that loop
+    against ``generate`` on CUDA)."""
     cp = on_cuda.model.talker.code_predictor
     for seed in (0, 1, 2):          # one capture, replayed with new inputs
         embeds = _embeds(on_cuda, seed, batch, CUDA)
         codes = graphs.of(cp).codes(cp, embeds, 15, GREEDY)
         assert codes is not None, graphs.status(cp)
-        assert torch.equal(codes, _generate(cp, embeds, GREEDY)), seed
+        eager = predictor.predict_codes(cp, embeds, 15, do_sample=False)
+        assert torch.equal(codes, eager), seed
     assert graphs.status(cp).startswith("on (")
 
 
@@ -194,8 +197,8 @@ def test_a_model_speaks_the_same_greedy_wav_with_graphs(on_cuda, ref_clip):
 
 
 @pytest.mark.gpu
-def test_a_capture_that_fails_leaves_the_predictor_eager(tiny_trained, monkeypatch):
-    tts = load(tiny_trained, device=CUDA, dtype=torch.bfloat16, cuda_graphs=True)
+def test_a_capture_that_fails_leaves_the_predictor_eager(tiny_base, monkeypatch):
+    tts = load(tiny_base, device=CUDA, dtype=torch.bfloat16, cuda_graphs=True)
     cp = tts.model.talker.code_predictor
     real = graphs.frame_codes
 
@@ -208,5 +211,5 @@ def test_a_capture_that_fails_leaves_the_predictor_eager(tiny_trained, monkeypat
     out = cp.generate(inputs_embeds=embeds, max_new_tokens=15, do_sample=False,
                       return_dict_in_generate=True, output_hidden_states=True)
     assert graphs.status(cp).startswith("on (0 captured, 1 failed: ")
-    assert torch.equal(out.sequences, _generate(cp, embeds, GREEDY))
+    assert torch.equal(out.sequences, predictor.predict_codes(cp, embeds, 15, do_sample=False))
 
