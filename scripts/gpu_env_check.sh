@@ -8,7 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-/tmp/awq-tts-gpu-env}
-PY312=${PY312:-$(command -v python3.12 || echo "$HOME/.pyenv/versions/3.12.1/bin/python3.12")}
+PY312=${PY312:-}
+for candidate in python3.12 "$HOME/.pyenv/versions/3.12.1/bin/python3.12"; do
+  # a pyenv shim exists even where it cannot run: try each one
+  [ -n "$PY312" ] || ! "$candidate" --version >/dev/null 2>&1 || PY312=$candidate
+done
+[ -n "$PY312" ] || { echo "error: no runnable python3.12; set PY312=/path/to/python3.12"; exit 2; }
 [ -d .whl ] || bash scripts/gpu_wheels.sh
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY312" -m venv "$VENV"
