@@ -45,7 +45,7 @@ def test_static_steps_speak_what_generate_speaks(tiny_base, tiny_trained, ref_cl
     path, dtype = {"fp32-random": (tiny_base, torch.float32),
                    "bf16-trained": (tiny_trained, torch.bfloat16)}[which]
     monkeypatch.setattr(talker_graphs, "WINDOW", 8)    # several windows in a short sample
-    frames = 120
+    frames = 60
     tts = load(path, device="cpu", dtype=dtype)
     talker = tts.model.talker
     for texts in (TEXTS[:1], TEXTS):               # batch 2: the prompts are padded
