@@ -39,27 +39,35 @@ def _steps(talker) -> talker_graphs.StepCache:
     return next(iter(getattr(talker, talker_graphs.ATTR).caches.values()))
 
 
+def _addresses(cache: talker_graphs.StepCache) -> list[int]:
+    """Where every tensor a captured step reads or writes lives: a graph replays these."""
+    return [t.data_ptr() for t in (cache.valid, *cache.inputs.values(),
+                                   *(x for layer in cache.layers for x in (layer.keys,
+                                                                          layer.values)))]
+
+
 @pytest.mark.parametrize("which", ["fp32-random", "bf16-trained"])
 def test_static_steps_speak_what_generate_speaks(tiny_base, tiny_trained, ref_clip, which,
                                                  monkeypatch):
-    path, dtype = {"fp32-random": (tiny_base, torch.float32),
-                   "bf16-trained": (tiny_trained, torch.bfloat16)}[which]
+    path, dtype, texts = {"fp32-random": (tiny_base, torch.float32, TEXTS),   # padded
+                          "bf16-trained": (tiny_trained, torch.bfloat16, TEXTS[:1])}[which]
     monkeypatch.setattr(talker_graphs, "WINDOW", 8)    # several windows in a short sample
     frames = 60
     tts = load(path, device="cpu", dtype=dtype)
     talker = tts.model.talker
-    for texts in (TEXTS[:1], TEXTS):               # batch 2: the prompts are padded
-        stock = _speak(tts, ref_clip, texts, frames)
-        talker_graphs.enable(talker, graphed=False)
-        try:
-            static = _speak(tts, ref_clip, texts, frames)
-            again = _speak(tts, ref_clip, texts, frames)    # the same buffers, reused
-            cache = _steps(talker)
-        finally:
-            talker_graphs.disable(talker)
-        assert _same(stock, static) and _same(static, again), texts
-        assert cache.inputs and cache.seen == 0 and not cache.graphs
-        assert max(w.size for w in stock) // 1920 > 2 * talker_graphs.WINDOW
+    stock = _speak(tts, ref_clip, texts, frames)
+    talker_graphs.enable(talker, graphed=False)
+    try:
+        static = _speak(tts, ref_clip, texts, frames)
+        where = _addresses(_steps(talker))
+        again = _speak(tts, ref_clip, texts, frames)    # the same buffers, reused
+        cache = _steps(talker)
+        assert _addresses(cache) == where
+    finally:
+        talker_graphs.disable(talker)
+    assert _same(stock, static) and _same(static, again)
+    assert cache.inputs and cache.seen == 0 and not cache.graphs
+    assert max(w.size for w in stock) // 1920 > 2 * talker_graphs.WINDOW
 
 
 def test_the_static_step_never_reads_a_tensor_on_the_host(tiny_trained, ref_clip):

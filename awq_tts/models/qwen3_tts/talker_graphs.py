@@ -89,7 +89,10 @@ class StepCache(Cache):
         until overwritten)."""
         embeds, mask = kwargs["inputs_embeds"], kwargs.get("attention_mask")
         batch, length = embeds.shape[:2]
-        self.valid = torch.ones(batch, self.capacity, dtype=torch.bool, device=embeds.device)
+        if self.valid is None:      # filled in place from now on: the graphs read it
+            self.valid = torch.ones(batch, self.capacity, dtype=torch.bool,
+                                    device=embeds.device)
+        self.valid.fill_(True)
         if mask is not None:
             self.valid[:, :length] = mask.bool()
         self._window(length)
