@@ -13,7 +13,8 @@ the same seed gives the same codes, but not necessarily the draws eager decoding
 Capturing costs one warm-up frame and the capture (both consume random numbers when
 sampling) and keeps a small private memory pool per captured shape (at most
 :data:`KEEP` shapes). If a capture fails, that shape and setting run eagerly from then on
-and :func:`status` says why; speech never depends on the graph working. Weights must stay where
+and :func:`status` says why; speech never depends on the graph working. Captures run in
+CUDA's thread-local mode, so another thread's CUDA work (the studio's) cannot spoil one. Weights must stay where
 they were at capture: moving the model after loading needs :func:`enable` again.
 """
 
@@ -56,7 +57,7 @@ class FrameGraph:
             run()                                   # allocations and handles, outside
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.graph):
+        with torch.no_grad(), torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.codes = run()
 
     def __call__(self, inputs_embeds: torch.Tensor) -> torch.Tensor:

@@ -141,7 +141,7 @@ class StepCache(Cache):
                 self.decode(decoder_forward, window)   # rewrites this step's slot: harmless
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.no_grad(), torch.cuda.graph(graph):
+            with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 out = self.decode(decoder_forward, window)
         except Exception as exc:  # noqa: BLE001 (any capture failure means: run eagerly)
             self.failed[window] = f"{type(exc).__name__}: {exc}".splitlines()[0]
