@@ -26,6 +26,7 @@ CPU (``--device cpu``, with ``--tiny`` the dry run a test runs) memory is the pe
 increase of the stage's process over its baseline after imports.
 
 Usage: python benchmarks/gpu_acceptance.py --out DIR [--device auto] [--tiny] [--skip STAGE]
+       [--resume EARLIER.json]   (a second call: keep what the first completed)
 """
 
 from __future__ import annotations
@@ -95,19 +96,43 @@ def _results(stdout: str) -> list[dict]:
             if ln.startswith("RESULT")]
 
 
+def _complete(args, stage: str, row) -> bool:
+    """Whether ``--resume`` keeps a stage's earlier result: it ran to the end without an error
+    (``gpu_tests``: every test passed; ``speak``: every model), and ``build``'s checkpoints
+    are still on disk (a fresh machine builds them again)."""
+    if not isinstance(row, dict) or not row or {"error", "skipped", "cut"} & set(row):
+        return False
+    if stage == "speak":
+        return all(_complete(args, "speak_one", r) for r in row.values())
+    if stage == "gpu_tests":
+        return row.get("exit_code") == 0
+    if stage == "build":
+        return all((args.work / name / "config.json").is_file() for name in ("bf16", "int4-rtn"))
+    return True
+
+
 def orchestrate(args) -> dict:
     """Run the stages in order within ``--deadline`` seconds (the device tool allows 600 per
     call): each child gets at most its budget and what is left; a stage that cannot start
-    with at least 20 s left is recorded as skipped for time."""
+    with at least 20 s left is recorded as skipped for time. With ``--resume FILE`` (an
+    earlier run's JSON) the stages it completed are kept and only the rest run; ``env``
+    always runs, and an earlier run on another GPU is discarded."""
     args.out.mkdir(parents=True, exist_ok=True)
     end = time.monotonic() + args.deadline
+    resume = getattr(args, "resume", None)
+    previous = json.loads(resume.read_text()) if resume else {}
     results: dict = {"device": args.device, "cap_gib": args.cap_gib, "tiny": args.tiny,
                      "deadline_s": args.deadline,
-                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                     **({"resumed_from": str(resume)} if resume else {})}
     for stage in STAGES:
         left = int(end - time.monotonic()) - 10
         if stage in args.skip:
             results[stage] = {"skipped": "--skip"}
+            continue
+        if stage != "env" and _complete(args, stage, previous.get(stage)):
+            results[stage] = {**previous[stage], "resumed": True}
+            write(args.out, results)
             continue
         if left < 20:
             results[stage] = {"skipped": f"out of time (--deadline {args.deadline} s)"}
@@ -126,6 +151,11 @@ def orchestrate(args) -> dict:
             results[stage] = _in_process(args, stage, None)
         else:
             results[stage] = _child(args, stage, [], budget)
+        earlier_gpu = previous.get("env", {}).get("gpu")
+        if stage == "env" and previous and earlier_gpu != results["env"].get("gpu"):
+            # never mix two machines' figures in one report
+            results["resume_discarded"] = f"the earlier run was on {earlier_gpu or 'a CPU'}"
+            previous = {}
         print(f"{stage}: {json.dumps(results[stage])[:400]}", flush=True)
         write(args.out, results)
     return results
@@ -204,6 +234,9 @@ def main() -> None:
     parser.add_argument("--skip", action="append", default=[], choices=STAGES)
     parser.add_argument("--deadline", type=int, default=540,
                         help="seconds for the whole run (the device tool allows 600 a call)")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="an earlier run's gpu_acceptance.json: keep the stages it "
+                             "completed, run the rest (a second device call)")
     parser.add_argument("--in-process", action="store_true",
                         help="run the stages in this process (a quick dry run, no isolation)")
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)

@@ -149,3 +149,35 @@ def test_the_speak_table_shows_cuda_graph_rtf_and_cut_stages():
     assert "| dequant | boom | | | | |" in text
     assert "bf16, CUDA graphs (125 frames): on (1 captured)" in text
     assert "INT4 int4pack: timed out after 60 s" in text
+
+
+def test_a_second_call_resumes_what_the_first_left(tmp_path):
+    """``--resume``: completed stages are kept, the rest run; ``build`` runs again when its
+    checkpoints are gone (a fresh machine), and failed tests count as not done."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_acceptance import _complete, orchestrate
+
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({
+        "env": {"device": "cpu", "backends": ["int4pack"], "marker": 1},
+        "gpu_tests": {"exit_code": 1, "summary": "1 failed"},
+        "build": {"seconds": 1.0}, "speak": {"skipped": "out of time"}}))
+    args = argparse.Namespace(out=tmp_path / "o", device="cpu", cap_gib=6.0, tiny=True,
+                              work=tmp_path / "w", deadline=600, in_process=True,
+                              resume=earlier,
+                              skip=["gpu_tests", "speak", "decode", "quantize", "validate"],
+                              frames=12, n_samples=4, max_seq_len=32, validate_tokens=24)
+    result = orchestrate(args)
+    assert "marker" not in result["env"]          # env always runs: it names the machine
+    assert "resumed" not in result["build"] and result["build"]["bytes"] > 0   # rebuilt
+    assert not _complete(args, "gpu_tests", {"exit_code": 1, "summary": "1 failed"})
+    assert _complete(args, "gpu_tests", {"exit_code": 0, "summary": "40 passed"})
+    assert result["resumed_from"] == str(earlier)
+    earlier.write_text(json.dumps(result))
+    again = orchestrate(args)                     # the checkpoints exist now: kept
+    assert again["build"]["resumed"] and again["build"]["bytes"] == result["build"]["bytes"]
+    earlier.write_text(json.dumps({**again, "env": {**again["env"], "gpu": "Another GPU"}}))
+    other = orchestrate(args)                     # another machine: nothing is kept
+    assert "resumed" not in other["build"] and "Another GPU" in other["resume_discarded"]
