@@ -14,8 +14,9 @@ Capturing costs one warm-up frame and the capture (both consume random numbers w
 sampling) and keeps a small private memory pool per captured shape (at most
 :data:`KEEP` shapes). If a capture fails, that shape and setting run eagerly from then on
 and :func:`status` says why; speech never depends on the graph working. Captures run in
-CUDA's thread-local mode, so another thread's CUDA work (the studio's) cannot spoil one. Weights must stay where
-they were at capture: moving the model after loading needs :func:`enable` again.
+CUDA's thread-local mode, so another thread's CUDA work (the studio's) cannot spoil one.
+Weights must stay where they were at capture: moving the model after loading needs
+:func:`enable` again.
 """
 
 from __future__ import annotations

@@ -30,11 +30,12 @@ def sampling_warpers(do_sample: bool, temperature: float | None, top_k: int | No
     return out
 
 
-def choose(process: LogitsProcessorList, history: torch.Tensor, logits: torch.Tensor,
+def choose(process: LogitsProcessorList, history: torch.Tensor | None, logits: torch.Tensor,
            sample: bool) -> torch.Tensor:
     """The next token per row from the last position's ``logits``, as ``_sample`` picks it:
     a float32 copy of the logits through ``process``, then ``multinomial`` of the softmax
-    or ``argmax``."""
+    or ``argmax``. ``history`` (the tokens so far) is read only by processors that need it,
+    such as a repetition penalty; the sampling warpers alone take ``None``."""
     scores = process(history, logits[:, -1, :].to(dtype=torch.float32, copy=True))
     if sample:
         return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
