@@ -78,6 +78,25 @@ def test_cuda_graphs_off_cuda_is_a_one_line_error(tiny_base, tmp_path):
                                        "--device", "cpu", "--cuda-graphs", "-o", str(out)])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "CUDA graphs need a CUDA device" in result.output and not out.exists()
+    result = CliRunner().invoke(main, ["validate", str(tiny_base), "--device", "cpu",
+                                       "--cuda-graphs"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "CUDA graphs need a CUDA device" in result.output
+
+
+def test_the_verdict_names_the_graphs_state():
+    from types import SimpleNamespace
+
+    from awq_tts.validate.report import _runtime_line
+
+    def line(**runtime):
+        return _runtime_line(SimpleNamespace(metrics={"runtime": runtime}))
+
+    assert line(device="cpu", backend="int4pack") == "INT4 ran on cpu with backend int4pack"
+    assert line(device="cuda:0", backend="int4pack", cuda_graphs="off").endswith("int4pack")
+    on = "talker step on (2 captured); code predictor on (1 captured)"
+    assert line(device="cuda:0", backend="int4pack", cuda_graphs=on).endswith(
+        f"int4pack, CUDA graphs: {on}")
 
 
 def test_graph_state_is_per_model_and_cpu_frames_stay_eager(bf16):

@@ -142,3 +142,15 @@ def test_the_decode_benchmarks_graph_rows_compute_the_eager_rows(tiny_trained):
         torch.testing.assert_close(static["talker_step_graphs"](), eager["talker_step"](),
                                    rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(static["codec_frame_graphs"](), frame, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_validate_runs_the_int4_model_with_graphs(tiny_base_awq):
+    from awq_tts.validate import validate_awq_quality
+
+    report = validate_awq_quality(tiny_base_awq, device="cuda:0", n_prompts=2,
+                                  max_new_tokens=48, record=False, progress=False,
+                                  cuda_graphs=True)
+    state = report.metrics["runtime"]["cuda_graphs"]
+    assert state.startswith("talker step on (") and "failed" not in state, state
+    assert "code predictor on (" in state and report.verdict

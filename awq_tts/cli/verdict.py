@@ -57,11 +57,15 @@ from .common import BACKEND_HELP, DEVICE_HELP, friendly
 @click.option("--no-memory-probe", is_flag=True,
               help="On a CPU, leave out the fresh-process memory probe (it loads QUANT a "
                    "second time); the memory check is then skipped, not passed.")
+@click.option("--cuda-graphs", is_flag=True,
+              help="CUDA only: run the INT4 model with its decode replayed from CUDA graphs, "
+                   "as `synthesize --cuda-graphs` runs it (the bf16 reference stays eager).")
 @friendly
 def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device, backend,
              max_new_tokens, seed, kl_mean, kl_p99, top1, eos_prob_ratio, duration_ratio,
              speaker_similarity_delta, code_predictor_agreement, log_mel_distance, kl_vs_rtn,
-             json_path, markdown_path, plot_path, strict, full, no_memory_probe) -> None:
+             json_path, markdown_path, plot_path, strict, full, no_memory_probe,
+             cuda_graphs) -> None:
     """Compare INT4 checkpoint QUANT with its bf16 source and give one verdict.
 
     Each check ends as pass, fail or skipped (with its reason; --strict fails on
@@ -98,7 +102,8 @@ def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device,
                                       thresholds=thresholds, device=device, n_prompts=n_prompts,
                                       max_new_tokens=max_new_tokens, seed=seed, backend=name,
                                       strict=strict, full=full,
-                                      memory_probe=not no_memory_probe)
+                                      memory_probe=not no_memory_probe,
+                                      cuda_graphs=cuda_graphs)
         tag = f"-{name}" if len(backends) > 1 else ""
         write_outputs(report, *(_tagged(p, tag) for p in (json_path, markdown_path, plot_path)))
         print_table(report)

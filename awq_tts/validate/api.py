@@ -15,7 +15,7 @@ from ..format import provenance
 from ..format.source import resolve
 from ..io import require_readable_audio
 from ..models import adapter_for
-from ..runtime import load
+from ..runtime import graph_status, load
 from ..runtime.backends import get_backend
 from ..synth import synthetic_reference
 from . import rollout, teacher
@@ -108,6 +108,7 @@ def validate_awq_quality(
     progress: bool = True,
     full: bool = False,
     memory_probe: bool = True,
+    cuda_graphs: bool = False,
 ) -> ValidationReport:
     """Compare ``quantized`` with its bf16 ``reference`` and return the checked report.
 
@@ -127,9 +128,15 @@ def validate_awq_quality(
     On a CPU the ``memory`` check loads QUANT a second time, in a fresh process, and speaks
     one sentence; ``memory_probe=False`` leaves that out (the check is then skipped with
     that reason, never passed). On CUDA the check reads the peak VRAM of this run.
+    ``cuda_graphs`` (CUDA only) loads the INT4 model with its decode replayed from CUDA
+    graphs, as a deployment with ``load(..., cuda_graphs=True)`` runs it; the bf16
+    reference stays eager, and the report names the graphs' state.
     """
     thresholds = thresholds or Thresholds()
     device = resolve_device(device)
+    if cuda_graphs and not device.startswith("cuda"):
+        raise UsageError(f"CUDA graphs need a CUDA device, and this validation runs on "
+                         f"{device}; leave --cuda-graphs off there")
     if backend != "auto":
         get_backend(backend, device)
     quant = Path(quantized)
@@ -155,7 +162,7 @@ def validate_awq_quality(
         report = ValidationReport(str(quant), str(reference), static + skipped_checks(why),
                                   {"weights_audit": audit.summary()}, strict=strict)
         return _recorded(report, quant, record)
-    memory = MemoryProbe(device, thresholds.budget_gb, backend)
+    memory = MemoryProbe(device, thresholds.budget_gb, backend, cuda_graphs)
     try:
         int4 = memory.load(quant)
         memory.release_budget()
@@ -178,7 +185,8 @@ def validate_awq_quality(
     memory.measure_cpu(quant, int4.awq_backend if int4.awq_backend != "none" else "auto",
                        max_new_tokens, run=memory_probe)
     metrics["memory"] = memory.report(int4, ref)
-    metrics["runtime"] = {"device": device, "backend": int4.awq_backend}
+    metrics["runtime"] = {"device": device, "backend": int4.awq_backend,
+                          "cuda_graphs": graph_status(int4) if cuda_graphs else "off"}
     metrics["weights_audit"] = audit.summary()
     checks = quality_checks(metrics, thresholds)
     if thresholds.kl_vs_rtn is not None:

@@ -79,8 +79,10 @@ class OutOfBudget(Exception):
 class MemoryProbe:
     """Loads the INT4 model and keeps the numbers the memory checks need."""
 
-    def __init__(self, device: str, budget_gb: float, backend: str = "auto") -> None:
+    def __init__(self, device: str, budget_gb: float, backend: str = "auto",
+                 cuda_graphs: bool = False) -> None:
         self.device, self.budget_gb, self.backend = device, budget_gb, backend
+        self.cuda_graphs = cuda_graphs
         self.cuda = device.startswith("cuda")
         self.peak_bytes: int | None = None
         self.cpu_probe: dict | None = None
@@ -91,7 +93,7 @@ class MemoryProbe:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
         model = self.track(lambda: load(path, device=self.device, dtype=torch.bfloat16,
-                                        backend=self.backend))
+                                        backend=self.backend, cuda_graphs=self.cuda_graphs))
         self.int4_bytes = {scope: model_bytes(model, scope) for scope in ("model", "decoder")}
         return model
 

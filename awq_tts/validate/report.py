@@ -41,8 +41,10 @@ def print_table(report, console: Console | None = None) -> None:
 
 def _runtime_line(report) -> str:
     runtime = report.metrics.get("runtime") or {}
+    graphs = runtime.get("cuda_graphs", "off")
     return (f"INT4 ran on {runtime.get('device', 'n/a')} with backend "
-            f"{runtime.get('backend', 'n/a')}")
+            f"{runtime.get('backend', 'n/a')}" + ("" if graphs == "off" else
+                                                 f", CUDA graphs: {graphs}"))
 
 
 def to_json(report) -> bytes:
