@@ -26,9 +26,8 @@ def graphed_calls(tts, cache_len: int, prompt: torch.Tensor, frame_kwargs: dict,
     returns the talker's last hidden state. ``graphed`` false runs the same static steps
     eagerly (how the CPU tests check these calls)."""
     talker, device = tts.model.talker, prompt.device
-    window = talker_graphs.WINDOW
-    capacity = -(-(cache_len + 1) // window) * window
-    cache = talker_graphs.StepCache(talker.config.num_hidden_layers, capacity, graphed)
+    cache = talker_graphs.StepCache(talker.config.num_hidden_layers,
+                                    talker_graphs.slots(cache_len + 1), graphed)
     with talker_graphs.stepping(talker, cache):
         talker.model(inputs_embeds=prompt, past_key_values=cache, use_cache=True,
                      cache_position=torch.arange(cache_len, device=device))

@@ -13,27 +13,56 @@ the same seed gives the same codes, but not necessarily the draws eager decoding
 Capturing costs one warm-up frame and the capture (both consume random numbers when
 sampling) and keeps a small private memory pool per captured shape (at most
 :data:`KEEP` shapes). If a capture fails, that shape and setting run eagerly from then on
-and :func:`status` says why; speech never depends on the graph working. Captures run in
-CUDA's thread-local mode, so another thread's CUDA work (the studio's) cannot spoil one.
-Weights must stay where they were at capture: moving the model after loading needs
-:func:`enable` again.
+and :func:`status` says why; speech never depends on the graph working. :func:`capture`
+is the one capture recipe, here and for the talker step (``talker_graphs.py``). Weights
+must stay where they were at capture: moving the model after loading needs :func:`enable`
+again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 
+from .patches import swap_attr
 from .predictor import GRAPHS_ATTR, fixed_cache, frame_codes
 from .sampling import sampling_warpers
 
 #: Captured shapes kept per predictor (oldest dropped first).
 KEEP = 8
 log = logging.getLogger(__name__)
+
+
+def capture(run: Callable[[], torch.Tensor],
+            device: torch.device) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """``run`` captured as a CUDA graph, and the tensor its replays write: one warm-up call
+    on a side stream first (allocations, library handles, autotuning stay outside), then
+    the capture in thread-local mode, so another thread's CUDA work (the studio's) cannot
+    spoil it. Raises what the capture raises."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.no_grad(), torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        out = run()
+    return graph, out
+
+
+def failure(exc: Exception) -> str:
+    """A failed capture in one line, as :func:`describe` reports it."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def describe(captured: int, failed: list[str]) -> str:
+    """``on (N captured)``, with ``, M failed: <the last reason>`` when captures failed."""
+    return f"on ({captured} captured" + (f", {len(failed)} failed: {failed[-1]}"
+                                         if failed else "") + ")"
 
 
 class FrameGraph:
@@ -51,15 +80,7 @@ class FrameGraph:
             return frame_codes(predictor, self.embeds, cache, positions, max_new_tokens, warp,
                                sample)
 
-        device = like.device
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.no_grad(), torch.cuda.stream(side):
-            run()                                   # allocations and handles, outside
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.codes = run()
+        self.graph, self.codes = capture(run, like.device)
 
     def __call__(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
         self.embeds.copy_(inputs_embeds)
@@ -91,7 +112,7 @@ class FrameGraphs:
             try:
                 graph = FrameGraph(predictor, inputs_embeds, max_new_tokens, sampling)
             except Exception as exc:  # noqa: BLE001 (any capture failure means: run eagerly)
-                self.failed[key] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                self.failed[key] = failure(exc)
                 log.warning("CUDA graph capture of the code predictor failed (%s); it runs "
                             "eagerly", self.failed[key])
                 return None
@@ -118,16 +139,11 @@ def disable(predictor) -> None:
 def using(predictor, store: FrameGraphs) -> Iterator[FrameGraphs]:
     """Replay ``predictor``'s frames from ``store`` inside the block, and restore whatever
     was set before (an A/B switch that keeps its captures, for benchmarks)."""
-    missing = object()
-    before = predictor.__dict__.get(GRAPHS_ATTR, missing)
-    setattr(predictor, GRAPHS_ATTR, store)
+    undo = swap_attr(predictor, GRAPHS_ATTR, store)
     try:
         yield store
     finally:
-        if before is missing:
-            delattr(predictor, GRAPHS_ATTR)
-        else:
-            setattr(predictor, GRAPHS_ATTR, before)
+        undo()
 
 
 def of(predictor) -> FrameGraphs | None:
@@ -141,8 +157,5 @@ def status(predictor) -> str:
     store = of(predictor)
     if store is None:
         return "off"
-    text = f"on ({len(store.graphs)} captured"
-    if store.failed:
-        text += f", {len(store.failed)} failed: {next(reversed(store.failed.values()))}"
-    return text + ")"
+    return describe(len(store.graphs), list(store.failed.values()))
 

@@ -37,6 +37,7 @@ import torch
 from transformers.cache_utils import Cache, StaticLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
+from .graphs import capture, describe, failure
 from .patches import swap_attr
 
 #: Slots per attention window; also the rounding of a call's cache length.
@@ -45,6 +46,11 @@ WINDOW = 256
 KEEP = 1
 ATTR = "awq_tts_talker_graphs"
 log = logging.getLogger(__name__)
+
+
+def slots(tokens: int) -> int:
+    """``tokens`` rounded up to whole windows: a step's attention window, a call's cache."""
+    return -(-tokens // WINDOW) * WINDOW
 
 
 class WindowLayer(StaticLayer):
@@ -112,7 +118,7 @@ class StepCache(Cache):
         self.inputs["embeds"].copy_(embeds)
         self.inputs["positions"].copy_(position_ids)
         self.inputs["cache_position"].copy_(cache_position)
-        window = min(self.capacity, -(-(self.seen + 1) // WINDOW) * WINDOW)
+        window = min(self.capacity, slots(self.seen + 1))
         self._window(window)
         self.seen += 1
         if self.graphed and window not in self.failed:
@@ -133,22 +139,15 @@ class StepCache(Cache):
         return out.last_hidden_state
 
     def _capture(self, decoder_forward, window: int):
-        device = self.inputs["embeds"].device
+        # the warm-up call rewrites this step's slot with the same values: harmless
         try:
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.no_grad(), torch.cuda.stream(side):
-                self.decode(decoder_forward, window)   # rewrites this step's slot: harmless
-            torch.cuda.current_stream(device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                out = self.decode(decoder_forward, window)
+            self.graphs[window] = capture(lambda: self.decode(decoder_forward, window),
+                                          self.inputs["embeds"].device)
         except Exception as exc:  # noqa: BLE001 (any capture failure means: run eagerly)
-            self.failed[window] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.failed[window] = failure(exc)
             log.warning("CUDA graph capture of the talker step failed (%s); it runs eagerly",
                         self.failed[window])
             return None
-        self.graphs[window] = (graph, out)
         return self.graphs[window]
 
 
@@ -163,7 +162,7 @@ class TalkerGraphs:
         return TalkerGraphs(self.graphed)
 
     def cache_for(self, talker, embeds: torch.Tensor, max_new_tokens: int) -> StepCache:
-        capacity = -(-(embeds.shape[1] + max_new_tokens) // WINDOW) * WINDOW
+        capacity = slots(embeds.shape[1] + max_new_tokens)
         key = (embeds.shape[0], capacity, embeds.dtype, str(embeds.device))
         cache = self.caches.pop(key, None) or StepCache(
             talker.config.num_hidden_layers, capacity, self.graphed and embeds.is_cuda)
@@ -196,10 +195,8 @@ def status(talker) -> str:
     store = getattr(talker, ATTR, None)
     if store is None:
         return "off"
-    captured = sum(len(c.graphs) for c in store.caches.values())
-    failed = [r for c in store.caches.values() for r in c.failed.values()]
-    return f"on ({captured} captured" + (f", {len(failed)} failed: {failed[-1]}" if failed
-                                         else "") + ")"
+    return describe(sum(len(c.graphs) for c in store.caches.values()),
+                    [r for c in store.caches.values() for r in c.failed.values()])
 
 
 @contextmanager
