@@ -46,9 +46,7 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     are captured or why a capture failed (that part then runs eagerly).
     """
     device = resolve_device(device)
-    if cuda_graphs and not device.startswith("cuda"):
-        raise UsageError(f"CUDA graphs need a CUDA device, and this load is on {device}; "
-                         f"leave cuda_graphs off (--cuda-graphs) there")
+    require_cuda_for_graphs(cuda_graphs, device)
     source = resolve(str(path))
     adapter = adapter_for(source.config.get("model_type"), path)
     files = weight_files(source.path)
@@ -66,6 +64,13 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     adapter.use_cuda_graphs(tts, cuda_graphs)
     tts.awq_cuda_graphs = cuda_graphs
     return tts
+
+
+def require_cuda_for_graphs(cuda_graphs: bool, device: str) -> None:
+    """One line, before any work, when CUDA graphs are asked for off CUDA."""
+    if cuda_graphs and not device.startswith("cuda"):
+        raise UsageError(f"CUDA graphs need a CUDA device, and this runs on {device}; "
+                         f"leave --cuda-graphs (cuda_graphs) off there")
 
 
 def graph_status(tts) -> str:

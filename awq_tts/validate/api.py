@@ -17,6 +17,7 @@ from ..io import require_readable_audio
 from ..models import adapter_for
 from ..runtime import graph_status, load
 from ..runtime.backends import get_backend
+from ..runtime.load import require_cuda_for_graphs
 from ..synth import synthetic_reference
 from . import rollout, teacher
 from .audit import audit_check, weights_audit
@@ -134,9 +135,7 @@ def validate_awq_quality(
     """
     thresholds = thresholds or Thresholds()
     device = resolve_device(device)
-    if cuda_graphs and not device.startswith("cuda"):
-        raise UsageError(f"CUDA graphs need a CUDA device, and this validation runs on "
-                         f"{device}; leave --cuda-graphs off there")
+    require_cuda_for_graphs(cuda_graphs, device)
     if backend != "auto":
         get_backend(backend, device)
     quant = Path(quantized)
