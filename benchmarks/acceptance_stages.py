@@ -142,7 +142,8 @@ def stage_speak_one(args) -> dict:
     return out
 
 
-#: The models ``speak`` also runs with the code predictor in a CUDA graph.
+#: The models ``speak`` also runs with ``cuda_graphs`` (the talker step and the code
+#: predictor replayed from CUDA graphs).
 GRAPHED = ("bf16", "int4pack")
 
 

@@ -28,13 +28,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from graph_calls import graphed_calls  # noqa: E402
+from graph_calls import graphed_calls, predictor_graphed  # noqa: E402
 from memory import full_shape_pair  # noqa: E402
 from timing import interleaved, machine, paired_speedup  # noqa: E402
 
 from awq_tts.devices import resolve_device  # noqa: E402
 from awq_tts.format.packing import pack_gemm  # noqa: E402
-from awq_tts.models.qwen3_tts import graphs  # noqa: E402
 from awq_tts.quantizer import numerics  # noqa: E402
 from awq_tts.runtime import Int4Linear, available_backends, load  # noqa: E402
 from awq_tts.runtime.backends import BACKENDS  # noqa: E402
@@ -110,20 +109,6 @@ def model_calls(tts, cache_len: int) -> dict:
     return calls
 
 
-def _with_graphs(predictor, call):
-    """``call`` with the code predictor's frames replayed from CUDA graphs (captured on the
-    first call, the warm-up round), and without them for every other call."""
-    store = graphs.FrameGraphs()
-
-    def graphed():
-        with graphs.using(predictor, store):
-            call()
-        if store.failed:
-            raise RuntimeError(f"CUDA graph capture failed: {next(iter(store.failed.values()))}")
-
-    return graphed
-
-
 MODEL_KEYS = ("talker_step", "codec_frame", "talker_step_graphs", "codec_frame_graphs")
 
 
@@ -161,7 +146,7 @@ def bench_predictor_loop(tts, device: str, cache_len: int, repeats: int) -> dict
 
     calls = {"generate": with_generate, "plain": frame}
     if device.startswith("cuda"):
-        calls["graphs"] = _with_graphs(predictor, frame)
+        calls["graphs"] = predictor_graphed(predictor, frame)
     times = interleaved(calls, device, repeats)
     out = {"generate_s": times["generate"]["median_s"], "plain_s": times["plain"]["median_s"],
            "speedup": paired_speedup(times["generate"], times["plain"])}

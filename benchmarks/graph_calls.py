@@ -13,10 +13,25 @@ import torch
 from awq_tts.models.qwen3_tts import graphs, talker_graphs
 
 
-def _check(cache: talker_graphs.StepCache, store: graphs.FrameGraphs) -> None:
-    failed = [*cache.failed.values(), *store.failed.values()]
+def _check(*stores) -> None:
+    """Raise the first capture failure any of ``stores`` (step caches, frame stores) holds."""
+    failed = [reason for store in stores for reason in store.failed.values()]
     if failed:
         raise RuntimeError(f"CUDA graph capture failed: {failed[0]}")
+
+
+def predictor_graphed(predictor, call):
+    """``call`` with the code predictor's frames replayed from CUDA graphs (captured on the
+    first call, the warm-up round), and without them for every other call."""
+    store = graphs.FrameGraphs()
+
+    def graphed():
+        with graphs.using(predictor, store):
+            out = call()
+        _check(store)
+        return out
+
+    return graphed
 
 
 def graphed_calls(tts, cache_len: int, prompt: torch.Tensor, frame_kwargs: dict,
