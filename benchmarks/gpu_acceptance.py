@@ -255,6 +255,11 @@ def main() -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         print("RESULT" + json.dumps(STAGE_FUNCTIONS[args.stage](args)), flush=True)
         return
+    if args.resume is not None:
+        try:
+            json.loads(args.resume.read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--resume {args.resume}: not an earlier run's JSON ({exc})")
     results = orchestrate(args)
     print(table(results))
 

@@ -181,3 +181,14 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     earlier.write_text(json.dumps({**again, "env": {**again["env"], "gpu": "Another GPU"}}))
     other = orchestrate(args)                     # another machine: nothing is kept
     assert "resumed" not in other["build"] and "Another GPU" in other["resume_discarded"]
+
+
+def test_a_resume_file_that_is_not_a_run_is_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    run = subprocess.run([sys.executable, SCRIPT, "--out", str(tmp_path / "o"), "--device",
+                          "cpu", "--tiny", "--resume", str(bad)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert f"--resume {bad}: not an earlier run's JSON" in run.stderr
+    assert not (tmp_path / "o").exists()
