@@ -80,14 +80,17 @@ def stage_env(args) -> dict:
 
 
 def stage_gpu_tests(args) -> dict:
-    run = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p",
-                          "no:cacheprovider", str(ROOT / "tests")], capture_output=True,
-                         text=True, cwd=ROOT)
+    """``pytest -m gpu``: the summary and the failing tests here, the whole output (short
+    tracebacks) in ``OUT/gpu_tests.txt``, so one device call is enough to diagnose."""
+    run = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "--tb=short",
+                          "-rfE", "-p", "no:cacheprovider", str(ROOT / "tests")],
+                         capture_output=True, text=True, cwd=ROOT)
+    Path(args.out, "gpu_tests.txt").write_text(run.stdout + run.stderr)
     lines = [ln for ln in run.stdout.splitlines() if ln.strip()]
     summary = next((ln for ln in reversed(lines) if re.search(r"\d+ (passed|failed|skipped|"
                                                                r"deselected|error)", ln)), "")
     return {"exit_code": run.returncode, "summary": summary.strip("= "),
-            "failures": [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))][:10]}
+            "failures": [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))][:40]}
 
 
 def _paths(args) -> tuple[Path, Path]:
@@ -129,6 +132,7 @@ def stage_speak_one(args) -> dict:
                    backend=args.model)
     out = {"load_s": time.perf_counter() - start, "load_peak_gib": peak.gib(),
            "backend": tts.awq_backend}
+    print("RESULT" + json.dumps(out), flush=True)   # the load figures survive a cut speech
     frames = args.frames
     with torch.no_grad():
         result = speak(tts, "Hello there. " * 30, instruct="A calm, clear voice.",

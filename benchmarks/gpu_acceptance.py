@@ -141,7 +141,7 @@ def orchestrate(args) -> dict:
         budget = min(int(BUDGET[stage] * (1 if not args.tiny else 1.5)), left)
         if stage == "speak":
             backends = results.get("env", {}).get("backends") or []
-            names = ["bf16", *backends]
+            names = [n for n in ["bf16", *backends] if not args.models or n in args.models]
             share = max(20, budget // len(names))
             results[stage] = {
                 name: (_in_process(args, "speak_one", name) if args.in_process
@@ -231,6 +231,9 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, default=None)
     parser.add_argument("--max-seq-len", type=int, default=None)
     parser.add_argument("--validate-tokens", type=int, default=None)
+    parser.add_argument("--models", type=lambda v: v.split(","), default=None,
+                        help="speak only these (comma-separated: bf16,int4pack,...); "
+                             "default bf16 and every INT4 backend the device has")
     parser.add_argument("--skip", action="append", default=[], choices=STAGES)
     parser.add_argument("--deadline", type=int, default=540,
                         help="seconds for the whole run (the device tool allows 600 a call)")
