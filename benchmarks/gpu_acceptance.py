@@ -227,7 +227,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None,
                         help="where checkpoints go, never under OUT (default: "
                              "benchmarks/work/acceptance)")
-    parser.add_argument("--frames", type=int, default=None, help="speech frames (30 s = 375)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="speech frames (12.5 a second; default 150: peak VRAM grows "
+                             "by 112 KiB a frame, and eager speech on the first GPU ran "
+                             "4 frames a second)")
     parser.add_argument("--n-samples", type=int, default=None)
     parser.add_argument("--max-seq-len", type=int, default=None)
     parser.add_argument("--validate-tokens", type=int, default=None)
@@ -249,7 +252,7 @@ def main() -> None:
 
     args.device = resolve_device(args.device)
     args.work = args.work or ROOT / "benchmarks" / "work" / "acceptance"
-    defaults = dict(frames=(24, 375), n_samples=(4, 32), max_seq_len=(32, 256),
+    defaults = dict(frames=(24, 150), n_samples=(4, 16), max_seq_len=(32, 256),
                     validate_tokens=(24, 48))
     for name, (tiny, full) in defaults.items():
         if getattr(args, name) is None:
