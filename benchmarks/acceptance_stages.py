@@ -113,7 +113,8 @@ def stage_build(args) -> dict:
 
 
 def stage_speak_one(args) -> dict:
-    """One model (``--model bf16`` or a backend name) in this fresh process."""
+    """One model (``--model bf16``, a backend name, or ``NAME+offload``: that backend with
+    the text embedding in host memory) in this fresh process."""
     import torch
 
     from awq_tts.models.qwen3_tts.package import qwen_tts
@@ -128,10 +129,11 @@ def stage_speak_one(args) -> dict:
     if args.model == "bf16":
         tts = load(bf16, device=args.device, dtype=torch.bfloat16)
     else:
+        backend, _, extra = args.model.partition("+")
         tts = load(int4.with_name("int4-rtn"), device=args.device, dtype=torch.bfloat16,
-                   backend=args.model)
+                   backend=backend, offload_embeddings=extra == "offload")
     out = {"load_s": time.perf_counter() - start, "load_peak_gib": peak.gib(),
-           "backend": tts.awq_backend}
+           "backend": tts.awq_backend, "host_gib": tts.awq_host_bytes / 2**30}
     print("RESULT" + json.dumps(out), flush=True)   # the load figures survive a cut speech
     frames = args.frames
     with torch.no_grad():

@@ -44,6 +44,8 @@ STAGES = ("env", "gpu_tests", "build", "speak", "decode", "quantize", "validate"
 BUDGET = {"env": 60, "gpu_tests": 150, "build": 120, "speak": 240, "decode": 90,
           "quantize": 300, "validate": 150}
 ROOT = Path(__file__).resolve().parent.parent
+#: The backend ``speak`` also runs with ``offload_embeddings`` (``NAME+offload``).
+OFFLOADED = "int4pack"
 
 
 from acceptance_stages import STAGE_FUNCTIONS  # noqa: E402 (a sibling script module)
@@ -141,7 +143,9 @@ def orchestrate(args) -> dict:
         budget = min(int(BUDGET[stage] * (1 if not args.tiny else 1.5)), left)
         if stage == "speak":
             backends = results.get("env", {}).get("backends") or []
-            names = [n for n in ["bf16", *backends] if not args.models or n in args.models]
+            offloaded = [f"{OFFLOADED}+offload"] if OFFLOADED in backends else []
+            names = [n for n in ["bf16", *backends, *offloaded]
+                     if not args.models or n in args.models]
             share = max(20, budget // len(names))
             results[stage] = {
                 name: (_in_process(args, "speak_one", name) if args.in_process
@@ -186,8 +190,9 @@ def table(results: dict) -> str:
             continue
         label = name if name == "bf16" else f"INT4 {name}"
         graphed = r.get("graphs") or {}
-        lines.append(f"| {label} | {_f(r['load_peak_gib'])} | {_f(r['peak_gib'])} | "
-                     f"{_f(r['audio_s'], '{:.1f}')} | {_f(r['rtf'])} | {_f(graphed.get('rtf'))} |")
+        lines.append(f"| {label} | {_f(r.get('load_peak_gib'))} | {_f(r.get('peak_gib'))} | "
+                     f"{_f(r.get('audio_s'), '{:.1f}')} | {_f(r.get('rtf'))} | "
+                     f"{_f(graphed.get('rtf'))} |")
         notes += [f"{label}: {r['cut']}"] if "cut" in r else []
         notes += [f"{label}, CUDA graphs ({graphed['frames_cap']} frames): {graphed['status']}"
                   ] if graphed else []

@@ -27,10 +27,12 @@ def test_dry_run_writes_every_stage(tmp_path):
     for stage in ("env", "build", "speak", "decode", "quantize", "validate"):
         assert stage in result and "error" not in result[stage], (stage, result[stage])
     assert result["env"]["device"] == "cpu" and result["env"]["backends"]
-    assert set(result["speak"]) == {"bf16", *result["env"]["backends"]}
+    assert set(result["speak"]) == {"bf16", *result["env"]["backends"], "int4pack+offload"}
     for name, row in result["speak"].items():
         assert "error" not in row, (name, row)
         assert row["audio_s"] > 0 and row["rtf"] > 0 and row["peak_gib"] >= 0
+    assert result["speak"]["int4pack+offload"]["host_gib"] > 0
+    assert result["speak"]["int4pack"]["host_gib"] == 0
     quantized = result["quantize"]
     assert quantized["layers"] == 2 and quantized["extrapolated_default_s"] > 0
     assert quantized["speech_estimate_s"] > 0 and quantized["rollout"]["talker_row_steps"] > 0

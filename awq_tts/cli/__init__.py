@@ -87,12 +87,16 @@ def make_tiny(out: Path, variant: str, seed: int, full_shape: bool, trained: boo
 @click.option("--cuda-graphs", is_flag=True,
               help="CUDA only: replay each talker step and the code predictor's 15 "
                    "sub-steps per frame from CUDA graphs on static KV caches (a few launches "
-                   "per frame instead of ~2,000 small kernels). Greedy codes match the eager "
-                   "static path; a capture that fails is reported and runs eagerly.")
+                   "per frame instead of ~2,000 small kernels; speech 5.7x faster on an "
+                   "H200). A capture that fails is reported and that part runs eagerly.")
+@click.option("--offload-embeddings", is_flag=True,
+              help="Keep the 151k-row text embedding (0.58 GiB in bf16; only looked up to "
+                   "build the prompt) in host memory and send the device only its rows.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 @friendly
 def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, instruct, seed,
-               max_new_tokens, device, backend, cuda_graphs, output) -> None:
+               max_new_tokens, device, backend, cuda_graphs, offload_embeddings,
+               output) -> None:
     """Speak text with MODEL (an INT4 or bf16 checkpoint folder) and write a wav.
 
     Long texts are split at sentence ends and the audio joined. Base models clone
@@ -115,7 +119,8 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
     check_writable(output, folder=False)
     if ref_audio is not None:
         require_readable_audio(ref_audio, f"cannot read reference audio {ref_audio}")
-    tts = load(model, device=device, backend=backend, cuda_graphs=cuda_graphs)
+    tts = load(model, device=device, backend=backend, cuda_graphs=cuda_graphs,
+               offload_embeddings=offload_embeddings)
     check_request(tts, language, ref_audio)
     result = speak_long(
         tts, text, language=language, ref_audio=str(ref_audio) if ref_audio else None,

@@ -60,12 +60,15 @@ from .common import BACKEND_HELP, DEVICE_HELP, friendly
 @click.option("--cuda-graphs", is_flag=True,
               help="CUDA only: run the INT4 model with its decode replayed from CUDA graphs, "
                    "as `synthesize --cuda-graphs` runs it (the bf16 reference stays eager).")
+@click.option("--offload-embeddings", is_flag=True,
+              help="Load the INT4 model with its text embedding in host memory, as "
+                   "`synthesize --offload-embeddings` runs it; the memory check measures that.")
 @friendly
 def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device, backend,
              max_new_tokens, seed, kl_mean, kl_p99, top1, eos_prob_ratio, duration_ratio,
              speaker_similarity_delta, code_predictor_agreement, log_mel_distance, kl_vs_rtn,
              json_path, markdown_path, plot_path, strict, full, no_memory_probe,
-             cuda_graphs) -> None:
+             cuda_graphs, offload_embeddings) -> None:
     """Compare INT4 checkpoint QUANT with its bf16 source and give one verdict.
 
     Each check ends as pass, fail or skipped (with its reason; --strict fails on
@@ -103,7 +106,8 @@ def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device,
                                       max_new_tokens=max_new_tokens, seed=seed, backend=name,
                                       strict=strict, full=full,
                                       memory_probe=not no_memory_probe,
-                                      cuda_graphs=cuda_graphs)
+                                      cuda_graphs=cuda_graphs,
+                                      offload_embeddings=offload_embeddings)
         tag = f"-{name}" if len(backends) > 1 else ""
         write_outputs(report, *(_tagged(p, tag) for p in (json_path, markdown_path, plot_path)))
         print_table(report)

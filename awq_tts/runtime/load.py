@@ -25,12 +25,13 @@ from ..format.source import (
 )
 from ..models import adapter_for, adapter_of
 from .backends import get_backend
+from .host_embedding import offload
 from .int4_linear import Int4Linear
 from .prepare import prepare_for_inference
 
 
 def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bfloat16,
-         backend: str = "auto", cuda_graphs: bool = False):
+         backend: str = "auto", cuda_graphs: bool = False, offload_embeddings: bool = False):
     """Load a Qwen3-TTS checkpoint (INT4 or not) as a ``qwen_tts.Qwen3TTSModel``.
 
     ``path`` is a local folder or a hub id (downloaded with huggingface_hub). ``device``
@@ -44,6 +45,10 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     CUDA graphs on static KV caches (``models/qwen3_tts/talker_graphs.py``, ``graphs.py``);
     ``tts.awq_cuda_graphs`` is the setting, and ``graph_status(tts)`` says how many graphs
     are captured or why a capture failed (that part then runs eagerly).
+    ``offload_embeddings`` keeps the lookup-only tables (Qwen3-TTS's text embedding, 0.58
+    GiB in bf16) in host memory and sends only the looked-up rows to the device
+    (``runtime/host_embedding.py``); an INT4 checkpoint never puts them on the device at
+    all. ``tts.awq_host_bytes`` is what stays on the host (0 without the option).
     """
     device = resolve_device(device)
     require_cuda_for_graphs(cuda_graphs, device)
@@ -54,12 +59,14 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     if backend != "auto":
         get_backend(backend, device)
     qconfig = source.config.get("quantization_config")
+    host = adapter.host_lookups if offload_embeddings else ()
     if qconfig is None:
         tts = adapter.from_pretrained(source.path, device_map=device, dtype=dtype)
         tts.awq_backend = "none"
     else:
-        tts = _load_int4(adapter, source.path, files, qconfig, device, dtype)
+        tts = _load_int4(adapter, source.path, files, qconfig, device, dtype, host)
         tts.awq_backend = prepare_for_inference(tts.model, backend, dtype)
+    tts.awq_host_bytes = offload(tts.model, host)
     tts.awq_codec_dtype = str(adapter.place_audio(tts, device)).removeprefix("torch.")
     adapter.use_cuda_graphs(tts, cuda_graphs)
     tts.awq_cuda_graphs = cuda_graphs
@@ -80,14 +87,14 @@ def graph_status(tts) -> str:
 
 
 def _load_int4(adapter, path: Path, files: list[Path], qconfig: dict, device: str,
-               dtype: torch.dtype):
+               dtype: torch.dtype, host: tuple[str, ...]):
     if qconfig.get("quant_method") != "awq" or qconfig.get("version") != "gemm":
         raise UsageError(f"{path}: unsupported quantization_config {qconfig}; "
                          f"awq-tts loads AWQ GEMM checkpoints")
     model = adapter.empty_model(path)
     packed = _packed_modules(files)
     _swap_int4_modules(model, packed, int(qconfig["group_size"]))
-    _load_into_place(model, files, set(packed), device, dtype)
+    _load_into_place(model, files, set(packed), device, dtype, host)
     return adapter.assemble(model, path, device, dtype)
 
 
@@ -113,8 +120,10 @@ def _swap_int4_modules(model: torch.nn.Module, packed: list[str], group_size: in
 
 
 def _load_into_place(model: torch.nn.Module, files: list[Path], packed: set[str], device: str,
-                     dtype: torch.dtype) -> None:
-    """Assign every tensor to its module; floats take ``dtype`` except INT4 buffers (fp16)."""
+                     dtype: torch.dtype, host: tuple[str, ...] = ()) -> None:
+    """Assign every tensor to its module; floats take ``dtype`` except INT4 buffers (fp16).
+    The modules named in ``host`` keep their tensors on the CPU and become host lookups
+    before the model moves, so they never reach the device."""
     expected = set(model.state_dict())
     seen: set[str] = set()
     for file in files:
@@ -124,7 +133,8 @@ def _load_into_place(model: torch.nn.Module, files: list[Path], packed: set[str]
                 tensor = handle.get_tensor(key)
                 if tensor.is_floating_point() and key.rpartition(".")[0] not in packed:
                     tensor = tensor.to(dtype)
-                shard[key] = tensor.to(device)
+                shard[key] = tensor if key.startswith(tuple(f"{h}." for h in host)) \
+                    else tensor.to(device)
             unexpected = set(shard) - expected
             if unexpected:
                 raise UsageError(f"{file.name}: tensors the model does not have: "
@@ -135,6 +145,7 @@ def _load_into_place(model: torch.nn.Module, files: list[Path], packed: set[str]
     missing = expected - seen
     if missing:
         raise UsageError(f"the checkpoint lacks tensors the model needs: {sorted(missing)[:5]}")
+    offload(model, host)
     model.to(device)
     leftovers = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if leftovers:

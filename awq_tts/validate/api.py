@@ -110,6 +110,7 @@ def validate_awq_quality(
     full: bool = False,
     memory_probe: bool = True,
     cuda_graphs: bool = False,
+    offload_embeddings: bool = False,
 ) -> ValidationReport:
     """Compare ``quantized`` with its bf16 ``reference`` and return the checked report.
 
@@ -131,7 +132,9 @@ def validate_awq_quality(
     that reason, never passed). On CUDA the check reads the peak VRAM of this run.
     ``cuda_graphs`` (CUDA only) loads the INT4 model with its decode replayed from CUDA
     graphs, as a deployment with ``load(..., cuda_graphs=True)`` runs it; the bf16
-    reference stays eager, and the report names the graphs' state.
+    reference stays eager, and the report names the graphs' state. ``offload_embeddings``
+    loads it with its text embedding kept in host memory (``load``'s option), so the
+    memory check measures that deployment.
     """
     thresholds = thresholds or Thresholds()
     device = resolve_device(device)
@@ -161,7 +164,7 @@ def validate_awq_quality(
         report = ValidationReport(str(quant), str(reference), static + skipped_checks(why),
                                   {"weights_audit": audit.summary()}, strict=strict)
         return _recorded(report, quant, record)
-    memory = MemoryProbe(device, thresholds.budget_gb, backend, cuda_graphs)
+    memory = MemoryProbe(device, thresholds.budget_gb, backend, cuda_graphs, offload_embeddings)
     try:
         int4 = memory.load(quant)
         memory.release_budget()
@@ -185,7 +188,8 @@ def validate_awq_quality(
                        max_new_tokens, run=memory_probe)
     metrics["memory"] = memory.report(int4, ref)
     metrics["runtime"] = {"device": device, "backend": int4.awq_backend,
-                          "cuda_graphs": graph_status(int4) if cuda_graphs else "off"}
+                          "cuda_graphs": graph_status(int4) if cuda_graphs else "off",
+                          "offload_embeddings": offload_embeddings}
     metrics["weights_audit"] = audit.summary()
     checks = quality_checks(metrics, thresholds)
     if thresholds.kl_vs_rtn is not None:

@@ -80,9 +80,9 @@ class MemoryProbe:
     """Loads the INT4 model and keeps the numbers the memory checks need."""
 
     def __init__(self, device: str, budget_gb: float, backend: str = "auto",
-                 cuda_graphs: bool = False) -> None:
+                 cuda_graphs: bool = False, offload_embeddings: bool = False) -> None:
         self.device, self.budget_gb, self.backend = device, budget_gb, backend
-        self.cuda_graphs = cuda_graphs
+        self.cuda_graphs, self.offload_embeddings = cuda_graphs, offload_embeddings
         self.cuda = device.startswith("cuda")
         self.peak_bytes: int | None = None
         self.cpu_probe: dict | None = None
@@ -93,7 +93,8 @@ class MemoryProbe:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
         model = self.track(lambda: load(path, device=self.device, dtype=torch.bfloat16,
-                                        backend=self.backend, cuda_graphs=self.cuda_graphs))
+                                        backend=self.backend, cuda_graphs=self.cuda_graphs,
+                                        offload_embeddings=self.offload_embeddings))
         self.int4_bytes = {scope: model_bytes(model, scope) for scope in ("model", "decoder")}
         return model
 
@@ -168,9 +169,11 @@ class MemoryProbe:
 
 
 def model_bytes(tts, scope: str = "model") -> int:
-    """Resident bytes of the model (speech tokenizer excluded) or of its talker decoder layers."""
+    """Resident bytes of the model (speech tokenizer excluded; tables kept on the host by
+    ``offload_embeddings`` included) or of its talker decoder layers."""
     model = tts.model if scope == "model" else adapter_of(tts).decoder_layers(tts.model)
     skip = {id(t) for m in [getattr(tts.model, "speech_tokenizer", None)] if m is not None
             for t in [*m.model.parameters(), *m.model.buffers()]}
-    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]
-               if id(t) not in skip)
+    host = getattr(tts, "awq_host_bytes", 0) if scope == "model" else 0
+    return host + sum(t.numel() * t.element_size()
+                      for t in [*model.parameters(), *model.buffers()] if id(t) not in skip)

@@ -44,7 +44,8 @@ def _runtime_line(report) -> str:
     graphs = runtime.get("cuda_graphs", "off")
     return (f"INT4 ran on {runtime.get('device', 'n/a')} with backend "
             f"{runtime.get('backend', 'n/a')}" + ("" if graphs == "off" else
-                                                 f", CUDA graphs: {graphs}"))
+                                                 f", CUDA graphs: {graphs}")
+            + (", text embedding in host memory" if runtime.get("offload_embeddings") else ""))
 
 
 def to_json(report) -> bytes:

@@ -52,6 +52,9 @@ class Qwen3TTS:
     blend_checked = ("hidden_size", "intermediate_size", "num_hidden_layers",
                      "num_attention_heads", "num_key_value_heads")
     blend_projections = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    #: ``load(..., offload_embeddings=True)``: tables only ever looked up to build the
+    #: prompt, kept in host memory (paths in the core model).
+    host_lookups = ("talker.model.text_embedding",)
 
     def decoder_config(self, config: dict) -> dict:
         """The config block of the quantized decoder (``talker_config``)."""
