@@ -144,8 +144,30 @@ def stage_speak_one(args) -> dict:
                 "frames_cap": frames})
     if _cuda(args.device) and args.model in GRAPHED:
         print("RESULT" + json.dumps(out), flush=True)   # kept if what follows runs out of time
+        out["eager_split"] = eager_split(tts, max(12, frames // 4))
+        print("RESULT" + json.dumps(out), flush=True)
         out["graphs"] = speak_graphed(tts, max(12, frames // 3))
     return out
+
+
+def eager_split(tts, frames: int) -> dict:
+    """Where eager speech spends its wall time, per frame: the talker's forwards (decode
+    steps, each with its code-predictor frame) against everything around them
+    (``generate``'s loop, sampling, stopping, the codec decoder). Each forward is timed
+    between two synchronizations, so this run is a little slower than the RTF one."""
+    import torch
+    from quantize_full import time_talker
+
+    from awq_tts.synth import speak
+
+    with time_talker() as timing, torch.no_grad():
+        result = speak(tts, "Hello there. " * 10, instruct="A calm, clear voice.",
+                       max_new_tokens=frames, do_sample=True, subtalker_dosample=True)
+    steps = max(timing["decode_steps"], 1)
+    inside = sum(timing["prefill_s"]) + timing["decode_s"]
+    return {"frames": steps, "wall_s": result.seconds_wall,
+            "forward_ms_per_frame": 1000 * timing["decode_s"] / steps,
+            "outside_ms_per_frame": 1000 * (result.seconds_wall - inside) / steps}
 
 
 #: The models ``speak`` also runs with ``cuda_graphs`` (the talker step and the code

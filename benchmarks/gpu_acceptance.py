@@ -196,6 +196,11 @@ def table(results: dict) -> str:
         notes += [f"{label}: {r['cut']}"] if "cut" in r else []
         notes += [f"{label}, CUDA graphs ({graphed['frames_cap']} frames): {graphed['status']}"
                   ] if graphed else []
+        split = r.get("eager_split")
+        notes += [f"{label}, eager, per frame ({split['frames']} frames): talker forwards with "
+                  f"their code-predictor frames {split['forward_ms_per_frame']:.1f} ms, "
+                  f"everything around them {split['outside_ms_per_frame']:.1f} ms"
+                  ] if split else []
     lines += ["", *notes] if notes else []
     q = results.get("quantize") or {}
     if "wall_s" in q:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import json
 import platform
 import subprocess
@@ -83,6 +84,7 @@ def time_talker() -> Iterator[dict]:
     out = {"prefill_s": [], "prefix_tokens": [], "decode_s": 0.0, "decode_steps": 0,
            "decode_row_steps": 0}
 
+    @functools.wraps(original)      # generate checks its kwargs against this signature
     def forward(self, *args, **kwargs):
         embeds, ids = kwargs.get("inputs_embeds"), kwargs.get("input_ids")
         if torch.cuda.is_available():

@@ -194,3 +194,20 @@ def test_a_resume_file_that_is_not_a_run_is_one_line(tmp_path):
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
     assert f"--resume {bad}: not an earlier run's JSON" in run.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_the_eager_split_adds_up(tiny_voice_design):
+    """The speak stage's breakdown of eager speech (run on CUDA only; checked here on the
+    tiny model): forwards and the rest share each frame's wall time."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from acceptance_stages import eager_split
+
+    from awq_tts.runtime import load
+
+    split = eager_split(load(tiny_voice_design, device="cpu", dtype=torch.float32), 12)
+    assert split["frames"] >= 1 and split["forward_ms_per_frame"] > 0
+    assert split["outside_ms_per_frame"] >= 0
+    per_frame = 1000 * split["wall_s"] / split["frames"]
+    assert split["forward_ms_per_frame"] + split["outside_ms_per_frame"] <= per_frame * 1.01

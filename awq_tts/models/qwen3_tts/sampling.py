@@ -35,8 +35,12 @@ def choose(process: LogitsProcessorList, history: torch.Tensor | None, logits: t
     """The next token per row from the last position's ``logits``, as ``_sample`` picks it:
     a float32 copy of the logits through ``process``, then ``multinomial`` of the softmax
     or ``argmax``. ``history`` (the tokens so far) is read only by processors that need it,
-    such as a repetition penalty; the sampling warpers alone take ``None``."""
-    scores = process(history, logits[:, -1, :].to(dtype=torch.float32, copy=True))
+    such as a repetition penalty; the sampling warpers alone take ``None``. The processors
+    are called one by one: ``LogitsProcessorList.__call__`` would inspect each one's
+    signature on every call (15 times a frame in the code predictor), for nothing here."""
+    scores = logits[:, -1, :].to(dtype=torch.float32, copy=True)
+    for processor in process:
+        scores = processor(history, scores)
     if sample:
         return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
     return torch.argmax(scores, dim=-1)
