@@ -100,12 +100,12 @@ def _results(stdout: str) -> list[dict]:
 
 def _complete(args, stage: str, row) -> bool:
     """Whether ``--resume`` keeps a stage's earlier result: it ran to the end without an error
-    (``gpu_tests``: every test passed; ``speak``: every model), and ``build``'s checkpoints
-    are still on disk (a fresh machine builds them again)."""
+    (``gpu_tests``: every test passed; ``speak`` is resumed model by model), and ``build``'s
+    checkpoints are still on disk (a fresh machine builds them again)."""
     if not isinstance(row, dict) or not row or {"error", "skipped", "cut"} & set(row):
         return False
     if stage == "speak":
-        return all(_complete(args, "speak_one", r) for r in row.values())
+        return False
     if stage == "gpu_tests":
         return row.get("exit_code") == 0
     if stage == "build":
@@ -142,15 +142,7 @@ def orchestrate(args) -> dict:
             continue
         budget = min(int(BUDGET[stage] * (1 if not args.tiny else 1.5)), left)
         if stage == "speak":
-            backends = results.get("env", {}).get("backends") or []
-            offloaded = [f"{OFFLOADED}+offload"] if OFFLOADED in backends else []
-            names = [n for n in ["bf16", *backends, *offloaded]
-                     if not args.models or n in args.models]
-            share = max(20, budget // len(names))
-            results[stage] = {
-                name: (_in_process(args, "speak_one", name) if args.in_process
-                       else _child(args, "speak_one", ["--model", name], share))
-                for name in names}
+            results[stage] = _speak(args, results, previous.get("speak") or {}, budget)
         elif args.in_process:
             results[stage] = _in_process(args, stage, None)
         else:
@@ -163,6 +155,20 @@ def orchestrate(args) -> dict:
         print(f"{stage}: {json.dumps(results[stage])[:400]}", flush=True)
         write(args.out, results)
     return results
+
+
+def _speak(args, results: dict, earlier: dict, budget: int) -> dict:
+    """Every model that speaks, each in its own process with an equal share of ``budget``;
+    a model an earlier call measured to the end is kept (``resumed``)."""
+    backends = results.get("env", {}).get("backends") or []
+    offloaded = [f"{OFFLOADED}+offload"] if OFFLOADED in backends else []
+    names = [n for n in ["bf16", *backends, *offloaded] if not args.models or n in args.models]
+    kept = {n: {**earlier[n], "resumed": True} for n in names
+            if _complete(args, "speak_one", earlier.get(n))}
+    share = max(20, budget // max(len(names) - len(kept), 1))
+    return {name: kept.get(name) or (
+        _in_process(args, "speak_one", name) if args.in_process
+        else _child(args, "speak_one", ["--model", name], share)) for name in names}
 
 
 def write(out: Path, results: dict) -> None:

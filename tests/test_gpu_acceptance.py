@@ -180,6 +180,14 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     earlier.write_text(json.dumps(result))
     again = orchestrate(args)                     # the checkpoints exist now: kept
     assert again["build"]["resumed"] and again["build"]["bytes"] == result["build"]["bytes"]
+    from gpu_acceptance import _speak
+
+    args.models = ["bf16", "int4pack"]             # speak, model by model: bf16 is kept
+    done = {"bf16": {"load_peak_gib": 1.0, "peak_gib": 1.2, "rtf": 0.5},
+            "int4pack": {"load_peak_gib": 0.5, "cut": "timed out after 60 s"}}
+    spoken = _speak(args, again, done, 300)
+    assert spoken["bf16"] == {**done["bf16"], "resumed": True}
+    assert "resumed" not in spoken["int4pack"] and spoken["int4pack"]["audio_s"] > 0
     earlier.write_text(json.dumps({**again, "env": {**again["env"], "gpu": "Another GPU"}}))
     other = orchestrate(args)                     # another machine: nothing is kept
     assert "resumed" not in other["build"] and "Another GPU" in other["resume_discarded"]
