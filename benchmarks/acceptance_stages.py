@@ -119,7 +119,6 @@ def stage_speak_one(args) -> dict:
 
     from awq_tts.models.qwen3_tts.package import qwen_tts
     from awq_tts.runtime import load
-    from awq_tts.synth import speak
 
     qwen_tts()  # imports are the baseline, not the model
     bf16, int4 = _paths(args)
@@ -136,9 +135,8 @@ def stage_speak_one(args) -> dict:
            "backend": tts.awq_backend, "host_gib": tts.awq_host_bytes / 2**30}
     print("RESULT" + json.dumps(out), flush=True)   # the load figures survive a cut speech
     frames = args.frames
-    with torch.no_grad():
-        result = speak(tts, "Hello there. " * 30, instruct="A calm, clear voice.",
-                       max_new_tokens=frames, do_sample=True, subtalker_dosample=True)
+    out["first_call_s"] = say(tts, 8).seconds_wall     # lazy CUDA set-up, kernels loading
+    result = say(tts, frames, repeat=30)
     out.update({"audio_s": result.seconds_audio, "wall_s": result.seconds_wall,
                 "rtf": result.real_time_factor, "peak_gib": peak.gib(),
                 "frames_cap": frames})
@@ -150,19 +148,27 @@ def stage_speak_one(args) -> dict:
     return out
 
 
+def say(tts, frames: int, repeat: int = 10):
+    """One sampled sentence group of ``repeat`` × "Hello there." in a calm designed voice,
+    capped at ``frames`` (random weights never stop by themselves)."""
+    import torch
+
+    from awq_tts.synth import speak
+
+    with torch.no_grad():
+        return speak(tts, "Hello there. " * repeat, instruct="A calm, clear voice.",
+                     max_new_tokens=frames, do_sample=True, subtalker_dosample=True)
+
+
 def eager_split(tts, frames: int) -> dict:
     """Where eager speech spends its wall time, per frame: the talker's forwards (decode
     steps, each with its code-predictor frame) against everything around them
     (``generate``'s loop, sampling, stopping, the codec decoder). Each forward is timed
     between two synchronizations, so this run is a little slower than the RTF one."""
-    import torch
     from quantize_full import time_talker
 
-    from awq_tts.synth import speak
-
-    with time_talker() as timing, torch.no_grad():
-        result = speak(tts, "Hello there. " * 10, instruct="A calm, clear voice.",
-                       max_new_tokens=frames, do_sample=True, subtalker_dosample=True)
+    with time_talker() as timing:
+        result = say(tts, frames)
     steps = max(timing["decode_steps"], 1)
     inside = sum(timing["prefill_s"]) + timing["decode_s"]
     return {"frames": steps, "wall_s": result.seconds_wall,
@@ -176,20 +182,17 @@ GRAPHED = ("bf16", "int4pack")
 
 
 def speak_graphed(tts, frames: int) -> dict:
-    """RTF with ``cuda_graphs`` on, at a third of the frames (the capture is the first
-    frame's cost), and the graphs' state afterwards."""
-    import torch
-
+    """RTF with ``cuda_graphs`` on, at a third of the frames, after a short first call that
+    captures the graphs (its wall time is ``capture_call_s``), and the graphs' state."""
     from awq_tts.models import adapter_of
     from awq_tts.runtime import graph_status
-    from awq_tts.synth import speak
 
     adapter_of(tts).use_cuda_graphs(tts, True)
-    with torch.no_grad():
-        result = speak(tts, "Hello there. " * 10, instruct="A calm, clear voice.",
-                       max_new_tokens=frames, do_sample=True, subtalker_dosample=True)
+    capture_call = say(tts, 8).seconds_wall
+    result = say(tts, frames)
     return {"audio_s": result.seconds_audio, "wall_s": result.seconds_wall,
-            "rtf": result.real_time_factor, "frames_cap": frames, "status": graph_status(tts)}
+            "rtf": result.real_time_factor, "frames_cap": frames, "status": graph_status(tts),
+            "capture_call_s": capture_call}
 
 
 def stage_decode(args) -> dict:

@@ -201,7 +201,11 @@ def table(results: dict) -> str:
                      f"{_f(graphed.get('rtf'))} |")
         notes += [f"{label}: {r['cut']}"] if "cut" in r else []
         notes += [f"{label}, CUDA graphs ({graphed['frames_cap']} frames): {graphed['status']}"
-                  ] if graphed else []
+                  + (f"; the capturing first call took {graphed['capture_call_s']:.1f} s"
+                     if "capture_call_s" in graphed else "")] if graphed else []
+        notes += [f"{label}: the first call of the process (8 frames) took "
+                  f"{r['first_call_s']:.1f} s; RTF is measured after it"
+                  ] if "first_call_s" in r else []
         split = r.get("eager_split")
         notes += [f"{label}, eager, per frame ({split['frames']} frames): talker forwards with "
                   f"their code-predictor frames {split['forward_ms_per_frame']:.1f} ms, "
