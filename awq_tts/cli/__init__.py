@@ -87,8 +87,8 @@ def make_tiny(out: Path, variant: str, seed: int, full_shape: bool, trained: boo
 @click.option("--cuda-graphs", is_flag=True,
               help="CUDA only: replay each talker step and the code predictor's 15 "
                    "sub-steps per frame from CUDA graphs on static KV caches (a few launches "
-                   "per frame instead of ~2,000 small kernels; speech 5.7x faster on an "
-                   "H200). A capture that fails is reported and that part runs eagerly.")
+                   "per frame instead of ~2,000 small kernels; a codec frame 5.8x faster on "
+                   "an H200). A capture that fails is reported and that part runs eagerly.")
 @click.option("--offload-embeddings", is_flag=True,
               help="Keep the 151k-row text embedding (0.58 GiB in bf16; only looked up to "
                    "build the prompt) in host memory and send the device only its rows.")
