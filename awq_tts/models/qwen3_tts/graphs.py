@@ -44,9 +44,11 @@ def capture(run: Callable[[], torch.Tensor],
     """``run`` captured as a CUDA graph, and the tensor its replays write: one warm-up call
     on a side stream first (allocations, library handles, autotuning stay outside), then
     the capture in thread-local mode, so another thread's CUDA work (the studio's) cannot
-    spoil it. The device's random generator is put back as it was before the warm-up, so
-    the first replay draws what a seeded later call draws. Raises what the capture raises,
-    with the generator usable again (:func:`_end_stuck_capture`)."""
+    spoil it, on a stream of its own (a failed capture never ends torch's routing of that
+    stream's allocations to the graph's pool; a shared stream would carry it on). The
+    device's random generator is put back as it was before the warm-up, so the first
+    replay draws what a seeded later call draws. Raises what the capture raises, with the
+    generator usable again (:func:`_end_stuck_capture`)."""
     device = torch.device(device)
     with torch.cuda.device(device):
         rng = torch.cuda.get_rng_state(device)
@@ -58,7 +60,8 @@ def capture(run: Callable[[], torch.Tensor],
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             try:
-                with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                with torch.no_grad(), torch.cuda.graph(graph, stream=torch.cuda.Stream(device),
+                                                       capture_error_mode="thread_local"):
                     out = run()
             except Exception:
                 _end_stuck_capture(device)
@@ -75,7 +78,7 @@ def _end_stuck_capture(device: torch.device) -> None:
     the same generator object back, so graphs captured earlier still follow its seed."""
     try:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(device)):
             torch.zeros(1, device=device)
         del graph
     except Exception as exc:  # noqa: BLE001 (the original failure is what the caller reports)
