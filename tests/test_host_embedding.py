@@ -25,6 +25,11 @@ def test_a_host_embedding_looks_up_what_the_table_looks_up():
     ids = torch.tensor([[0, 3, 49], [7, 7, 1]])
     assert torch.equal(host(ids), table(ids)) and host.weight is host.table
     assert list(host.parameters()) == [] and "on the host" in repr(host)
+    host.to("meta")                              # a device move leaves the table be
+    assert host.table.device.type == "cpu"
+    host.double()                                # a dtype change reaches it
+    assert host.table.dtype == torch.float64
+    assert torch.equal(host(ids), table(ids).double())
 
 
 @pytest.mark.parametrize("which", ["bf16", "int4"])

@@ -30,6 +30,14 @@ class HostEmbedding(nn.Module):
         """The host table (read-only use: code that inspects ``embedding.weight``)."""
         return self.table
 
+    def _apply(self, fn, recurse: bool = True):
+        """``model.float()`` and friends change the table's dtype; ``model.to(device)``
+        leaves it on the host (the point of this module)."""
+        probe = fn(torch.empty(0, dtype=self.table.dtype))
+        if probe.dtype != self.table.dtype:
+            self.table = self.table.to(probe.dtype)
+        return super()._apply(fn, recurse)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         rows = nn.functional.embedding(ids.to("cpu"), self.table, self.padding_idx)
         return rows.to(ids.device)
