@@ -188,7 +188,8 @@ def _forced_logits(cp, embeds, codes, cache, positions) -> torch.Tensor:
 def test_replays_on_new_inputs_compute_the_eager_logits(on_cuda, batch):
     """Stale data (a replay reading what the capture saw) against round-off: one capture on
     zeros, replays on new inputs, each against eager forwards of the same inputs on fresh
-    buffers. Stale data is off by the logits' own size; round-off stays below 1e-2."""
+    buffers. Stale data is off by the logits' own size (order 1); bf16 round-off by a few
+    hundredths at most."""
     cp = on_cuda.model.talker.code_predictor
     embeds = torch.zeros_like(_embeds(on_cuda, 0, batch, CUDA))
     codes = torch.zeros(batch, 15, dtype=torch.long, device=CUDA)
@@ -205,7 +206,7 @@ def test_replays_on_new_inputs_compute_the_eager_logits(on_cuda, batch):
             eager = _forced_logits(cp, embeds.clone(), codes.clone(),
                                    predictor.fixed_cache(cp, 16), positions)
         errors.append(float((out - eager).norm() / eager.norm()))
-    assert max(errors) < 1e-2, errors
+    assert max(errors) < 5e-2, errors
 
 
 @pytest.mark.gpu

@@ -105,7 +105,7 @@ def test_other_calls_and_copies_are_left_alone(tiny_trained):
 def test_graphed_steps_compute_the_eager_steps(tiny_base, ref_clip, batch, monkeypatch):
     """Every replayed step against the eager ``decode`` of the same inputs on the same
     buffers, across many windows: stale data (a replay reading what its capture saw) is off
-    by the hidden state's own size, bf16 round-off stays below 1e-2."""
+    by the hidden state's own size (order 1), bf16 round-off by a few hundredths at most."""
     monkeypatch.setattr(talker_graphs, "WINDOW", 8)     # a graph per 8 slots: many windows
     tts = load(tiny_base, device="cuda:0", dtype=torch.bfloat16, cuda_graphs=True)
     errors, real = [], talker_graphs.StepCache.step
@@ -122,7 +122,7 @@ def test_graphed_steps_compute_the_eager_steps(tiny_base, ref_clip, batch, monke
     captured = sum(len(c.graphs) for c in getattr(talker, talker_graphs.ATTR).caches.values())
     status = graph_status(tts)
     assert "failed" not in status and captured >= 2, status
-    assert len(errors) > 8 and max(errors) < 1e-2, [round(e, 4) for e in errors]
+    assert len(errors) > 8 and max(errors) < 5e-2, [round(e, 4) for e in errors]
 
 
 @pytest.mark.gpu
