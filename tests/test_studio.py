@@ -11,6 +11,7 @@ from awq_tts.errors import UsageError
 from awq_tts.runtime import load
 from awq_tts.studio import DELIVERIES, Voice, from_rows, parse, render, save, to_rows
 from awq_tts.synth import synthetic_reference
+from awq_tts.validate.memory import model_bytes
 
 
 def _cut(script: str) -> list[tuple[str | None, str]]:
@@ -142,6 +143,13 @@ def test_session_ab_blind_and_trust(session, tiny_trained, tiny_trained_awq, tmp
                           out_dir=tmp_path / "r2", budget_gb=1e-6)
     assert tight.reference is None and "loaded for each A/B render" in tight.memory_note
     assert len(tight.render("Hello.", voice, max_new_tokens=10, ab=True)) == 2
+    kept = StudioSession(tiny_trained_awq, tiny_trained, device="cpu", out_dir=tmp_path / "r3",
+                         offload_embeddings=True)
+    assert kept.reference.awq_host_bytes > 0 and kept.int4.awq_host_bytes > 0
+    assert kept._resident(kept.int4) == model_bytes(session.int4)   # on a CPU, RAM all the same
+    again = kept.render("[Calm] Hello there. [Excited] Bye now!", voice, seed=3,
+                        max_new_tokens=40)
+    assert np.array_equal(again[0].render.wav, takes[0].render.wav)
 
 
 TABLE = {"headers": ["tag", "instruction", "text"], "data": []}
