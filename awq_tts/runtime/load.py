@@ -126,6 +126,7 @@ def _load_into_place(model: torch.nn.Module, files: list[Path], packed: set[str]
     before the model moves, so they never reach the device."""
     expected = set(model.state_dict())
     seen: set[str] = set()
+    on_host = tuple(f"{name}." for name in host)
     for file in files:
         with safe_open(str(file), framework="pt", device="cpu") as handle:
             shard = {}
@@ -133,7 +134,7 @@ def _load_into_place(model: torch.nn.Module, files: list[Path], packed: set[str]
                 tensor = handle.get_tensor(key)
                 if tensor.is_floating_point() and key.rpartition(".")[0] not in packed:
                     tensor = tensor.to(dtype)
-                shard[key] = tensor if key.startswith(tuple(f"{h}." for h in host)) \
+                shard[key] = tensor if key.startswith(on_host) \
                     else tensor.to(device)
             unexpected = set(shard) - expected
             if unexpected:
