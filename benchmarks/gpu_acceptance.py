@@ -281,6 +281,14 @@ def main() -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         print("RESULT" + json.dumps(STAGE_FUNCTIONS[args.stage](args)), flush=True)
         return
+    if args.models:
+        from awq_tts.runtime.backends import BACKENDS
+
+        known = ["bf16", *BACKENDS, f"{OFFLOADED}+offload"]
+        unknown = [name for name in args.models if name not in known]
+        if unknown:
+            parser.error(f"--models: unknown {', '.join(unknown)}; choose from "
+                         f"{', '.join(known)}")
     if args.resume is not None:
         try:
             json.loads(args.resume.read_text())

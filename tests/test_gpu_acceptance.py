@@ -219,3 +219,12 @@ def test_the_eager_split_adds_up(tiny_voice_design):
     assert split["outside_ms_per_frame"] >= 0
     per_frame = 1000 * split["wall_s"] / split["frames"]
     assert split["forward_ms_per_frame"] + split["outside_ms_per_frame"] <= per_frame * 1.01
+
+
+def test_an_unknown_model_to_speak_is_one_line(tmp_path):
+    run = subprocess.run([sys.executable, SCRIPT, "--out", str(tmp_path / "o"), "--device",
+                          "cpu", "--tiny", "--models", "bf16,int4pak"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "--models: unknown int4pak; choose from bf16, " in run.stderr
+    assert not (tmp_path / "o").exists()
