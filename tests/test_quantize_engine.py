@@ -161,7 +161,8 @@ def test_batched_calibration_stops_each_prompt_where_it_stops_alone(tiny_trained
     assert all(r["codes"] == c.tolist() for r, c in zip(batched.records, alone, strict=True))
     work = batched.describe()["rollout"]
     assert work == {"talker_row_steps": sum(frames), "stopped_row_steps": 0,
-                    "batch_row_steps": 3 * max(frames), "prefill_dtype": "float32"}
+                    "batch_row_steps": 3 * max(frames), "prefill_dtype": "float32",
+                    "decode": "dropping"}
 
     texts = [p.text for p in prompts]
     hf, own = _speak(tts, texts, drop=False), _speak(tts, texts, drop=True)

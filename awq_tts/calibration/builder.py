@@ -12,8 +12,10 @@ is mixed across prompts: synthetic reference voices (Base), built-in speakers
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +26,12 @@ from ..models import adapter_of
 from .prompts import Prompt, prompt_set_sha256
 
 DEFAULT_SEED = 1729
+#: How rollouts decode. ``dropping``: awq-tts's loop, each sample leaving its batch at its
+#: own end-of-speech (a CPU pays per row). ``graphs``: transformers' ``generate`` on a
+#: static cache, the talker step and the code predictor's frame replayed from CUDA graphs,
+#: every row kept to the batch's end (a GPU at small batches pays per launch, not per row).
+#: ``static``: the same steps as ``graphs`` run eagerly, their reference in the tests.
+ROLLOUTS = ("dropping", "graphs", "static")
 
 
 @dataclass
@@ -37,10 +45,12 @@ class CalibrationSet:
     max_seq_len: int = 512
     #: Prompts per rollout batch: part of the recipe (padding changes the numerics).
     batch_size: int = 8
-    #: Rollout work: talker row-steps taken, those spent on rows that had already stopped
-    #: (none: a sample leaves its batch at its own end-of-speech) and the row-steps a
-    #: batch stepped until its longest row stopped would have taken; the dtype the
-    #: talker's prefill computed in (float32 on a CPU, see ``models/qwen3_tts/decode.py``).
+    #: Rollout work: how the talker decoded (``decode``, one of :data:`ROLLOUTS`, with the
+    #: graphs' ``status`` for ``graphs``); talker row-steps taken, those spent on rows that
+    #: had already stopped (none when ``dropping``: a sample leaves its batch at its own
+    #: end-of-speech) and the row-steps a batch stepped until its longest row stopped would
+    #: have taken; the dtype the talker's prefill computed in (float32 on a CPU when
+    #: ``dropping``, see ``models/qwen3_tts/decode.py``).
     rollout: dict = field(default_factory=dict)
 
     def sha256(self) -> str:
@@ -86,14 +96,17 @@ def build_calibration(
     progress: bool = True,
     ref_audio: str | None = None,
     greedy: bool = False,
+    rollout: str = "dropping",
 ) -> CalibrationSet:
     """Record the talker inputs of ``n_samples`` prompts.
 
     Prompts with ``audio`` are teacher-forced on the codes of that recording; the others
     are rolled out by the source model (sampled, seeded per batch; ``greedy`` for tests).
     ``ref_audio`` is the voice Base models clone for prompts without their own (default:
-    built-in synthetic voices).
+    built-in synthetic voices). ``rollout`` is how the talker decodes (:data:`ROLLOUTS`).
     """
+    if rollout not in ROLLOUTS:
+        raise UsageError(f"rollout {rollout!r}: choose {', '.join(map(repr, ROLLOUTS))}")
     if n_samples < 1 or max_seq_len < 8:
         raise UsageError("--n-samples must be ≥ 1 and --max-seq-len ≥ 8")
     if len(prompts) < n_samples:
@@ -109,23 +122,29 @@ def build_calibration(
                     key=lambda i: -expected_length(chosen[i]))
     batches = [rolled[k:k + batch_size] for k in range(0, len(rolled), batch_size)]
     bar = tqdm(total=len(chosen), desc="calibration", disable=not progress)
-    work = {"talker_row_steps": 0, "stopped_row_steps": 0, "batch_row_steps": 0}
+    work = {"talker_row_steps": 0, "stopped_row_steps": 0, "batch_row_steps": 0,
+            "decode": rollout}
     for index in forced:
         results[index] = _teacher_forced(tts, chosen[index], conditioning[index])
         bar.update(1)
-    for batch in batches:
-        torch.manual_seed(seed + batch[0])
-        with adapter_of(tts).record_talker(tts, drop_stopped=True) as record:
-            _speak(tts, [chosen[i] for i in batch], [conditioning[i] for i in batch],
-                   max_new_tokens=max_seq_len, do_sample=not greedy)
-        for i, seq, codes in zip(batch, record.sequences(), record.codes, strict=True):
-            results[i] = (seq, codes)
-        frames = [int(c.shape[0]) for c in record.codes]
-        work["talker_row_steps"] += record.row_steps
-        work["stopped_row_steps"] += record.stopped_row_steps
-        work["batch_row_steps"] += len(frames) * max(frames)
-        work["prefill_dtype"] = record.prefill_dtype
-        bar.update(len(batch))
+    adapter = adapter_of(tts)
+    with _decoding(tts, rollout):
+        for batch in batches:
+            torch.manual_seed(seed + batch[0])
+            with adapter.record_talker(tts, drop_stopped=rollout == "dropping",
+                                       fixed_batch=rollout != "dropping") as record:
+                _speak(tts, [chosen[i] for i in batch], [conditioning[i] for i in batch],
+                       max_new_tokens=max_seq_len, do_sample=not greedy)
+            for i, seq, codes in zip(batch, record.sequences(), record.codes, strict=True):
+                results[i] = (seq, codes)
+            frames = [int(c.shape[0]) for c in record.codes]
+            work["talker_row_steps"] += record.row_steps
+            work["stopped_row_steps"] += record.stopped_row_steps
+            work["batch_row_steps"] += len(frames) * max(frames)
+            work["prefill_dtype"] = record.prefill_dtype
+            bar.update(len(batch))
+        if rollout == "graphs":
+            work["graphs"] = adapter.graph_status(tts)
     bar.close()
     sequences, records = [], []
     for i, prompt in enumerate(chosen):
@@ -140,6 +159,15 @@ def build_calibration(
             "length": int(sequences[-1].shape[0]),
         })
     return CalibrationSet(name, sequences, records, seed, max_seq_len, batch_size, work)
+
+
+@contextlib.contextmanager
+def _decoding(tts, rollout: str) -> Iterator[None]:
+    if rollout == "dropping":
+        yield
+        return
+    with adapter_of(tts).static_decode(tts, replay=rollout == "graphs"):
+        yield
 
 
 def expected_length(prompt: Prompt) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
+from ..calibration.builder import ROLLOUTS
 from ..errors import UsageError
 from ..quantizer.recipe import ACTIVATION_DTYPES, LOSS_TOKENS, METHODS
 from .common import BACKEND_HELP, DEVICE_HELP, friendly
@@ -173,11 +174,18 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
               help="Dtype the layer inputs are kept in between layers: bfloat16 is what a "
                    "bf16 model's layers read at inference and half float32's memory (the "
                    "search computes in float32 either way).")
+@click.option("--rollout", type=click.Choice(["auto", *ROLLOUTS]), default="auto",
+              show_default=True,
+              help="How calibration rollouts decode. dropping: each prompt leaves its batch "
+                   "when it stops (a CPU pays per row); graphs (CUDA): the talker step and "
+                   "the code predictor replayed from CUDA graphs, rows kept to the batch's "
+                   "end (a GPU pays per launch); static: graphs' steps run eagerly. auto: "
+                   "graphs on CUDA, else dropping.")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
 @friendly
 def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, revision,
              ref_audio, batch_size, method, loss_tokens, offload_activations,
-             activation_dtype, force) -> None:
+             activation_dtype, rollout, force) -> None:
     """Quantize the talker of SRC (folder or hub id) to AWQ INT4 and write a checkpoint."""
     from ..quantizer import quantize as run
     from ..report import print_quantize_summary
@@ -186,7 +194,7 @@ def quantize(src, out, group_size, n_samples, max_seq_len, seed, device, calib, 
                   seed=seed, device=device, force=force, calib=calib, revision=revision,
                   batch_size=batch_size, method=method, ref_audio=ref_audio,
                   loss_tokens=loss_tokens or None, offload_activations=offload_activations,
-                  activation_dtype=activation_dtype)
+                  activation_dtype=activation_dtype, rollout=rollout)
     print_quantize_summary(summary)
 
 

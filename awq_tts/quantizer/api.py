@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..calibration.builder import DEFAULT_SEED, CalibrationSet, build_calibration
+from ..calibration.builder import DEFAULT_SEED, ROLLOUTS, CalibrationSet, build_calibration
 from ..calibration.prompts import load_prompts
 from ..devices import resolve_device
 from ..errors import UsageError
@@ -58,6 +58,7 @@ def quantize(
     loss_tokens: int | None = LOSS_TOKENS,
     offload_activations: bool = False,
     activation_dtype: ActivationDtype = "bfloat16",
+    rollout: str = "auto",
 ) -> QuantizeSummary:
     """Quantize the talker decoder linears of ``src`` to AWQ INT4 and write ``out``.
 
@@ -68,7 +69,9 @@ def quantize(
     every calibration token). ``offload_activations`` keeps the layer activations on the
     CPU while a GPU quantizes (same result, for cards under 8 GB); ``activation_dtype``
     is the dtype the layer inputs are kept in between layers (bf16: half of float32's
-    memory, and what a bf16 model's layers read at inference).
+    memory, and what a bf16 model's layers read at inference). ``rollout`` is how the
+    calibration rollouts decode (``calibration.builder.ROLLOUTS``); ``auto``: ``graphs`` on
+    CUDA, where a small batch costs its kernel launches, ``dropping`` elsewhere.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -90,6 +93,7 @@ def quantize(
     if activation_dtype not in ACTIVATION_DTYPES:
         raise UsageError(f"--activation-dtype {activation_dtype!r}: choose "
                          f"{' or '.join(map(repr, ACTIVATION_DTYPES))}")
+    rollout = _rollout(rollout, device)
     if method not in METHODS:
         raise UsageError(f"--method {method!r}: choose {' or '.join(map(repr, METHODS))}")
     config = QuantConfig(group_size=group_size, seed=seed, batch_size=batch_size, method=method,
@@ -104,7 +108,7 @@ def quantize(
         source.require_finite(tts.model)
         started = time.perf_counter()
         calibration = _calibrate(tts, prompts, calib_name, n_samples, max_seq_len, seed, device,
-                                 batch_size, progress, ref_audio)
+                                 batch_size, progress, ref_audio, rollout)
         calibrated = time.perf_counter()
         result = _walk(tts.model, adapter.mapping, calibration, config, device, progress,
                        src_info.path)
@@ -129,8 +133,21 @@ def _expected_bytes(src_info) -> int:
     return sum(p.stat().st_size // (2 if p.resolve() in weights else 1) for p in files)
 
 
+def _rollout(rollout: str, device: str) -> str:
+    """``auto`` resolved for ``device``; a rollout the device cannot run is one line."""
+    if rollout == "auto":
+        return "graphs" if device.startswith("cuda") else "dropping"
+    if rollout not in ROLLOUTS:
+        raise UsageError(f"--rollout {rollout!r}: choose auto or "
+                         f"{' or '.join(map(repr, ROLLOUTS))}")
+    if rollout == "graphs" and not device.startswith("cuda"):
+        raise UsageError(f"--rollout graphs replays CUDA graphs; --device {device} has none: "
+                         f"use --rollout auto or dropping")
+    return rollout
+
+
 def _calibrate(tts, prompts, name, n_samples, max_seq_len, seed, device, batch_size,
-               progress, ref_audio) -> CalibrationSet:
+               progress, ref_audio, rollout) -> CalibrationSet:
     """Roll the source model out on the device, then return it to the CPU for the walk."""
     if device != "cpu":
         tts.model.to(device)
@@ -138,7 +155,7 @@ def _calibrate(tts, prompts, name, n_samples, max_seq_len, seed, device, batch_s
     try:
         return build_calibration(tts, prompts, name=name, n_samples=n_samples,
                                  max_seq_len=max_seq_len, seed=seed, batch_size=batch_size,
-                                 progress=progress, ref_audio=ref_audio)
+                                 progress=progress, ref_audio=ref_audio, rollout=rollout)
     finally:
         tts.model.to("cpu")
         tts.device = torch.device("cpu")

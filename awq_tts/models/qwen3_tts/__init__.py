@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,16 @@ class Qwen3TTS:
         talker = tts.model.talker
         (graphs.enable if on else graphs.disable)(talker.code_predictor)
         (talker_graphs.enable if on else talker_graphs.disable)(talker)
+
+    @contextlib.contextmanager
+    def static_decode(self, tts, replay: bool) -> Iterator[None]:
+        """Within the block, talker steps on a static cache with fixed shapes, replayed
+        from CUDA graphs together with the predictor's frames (``replay``), or the same
+        steps eagerly, the graphs' reference; afterwards whatever was set before."""
+        talker = tts.model.talker
+        with talker_graphs.using(talker, replay), \
+                graphs.using(talker.code_predictor, graphs.FrameGraphs() if replay else None):
+            yield
 
     def graph_status(self, tts) -> str:
         """Both halves' state: ``talker step …; code predictor …`` (each ``off``, or ``on
@@ -273,8 +283,8 @@ class Qwen3TTS:
                                                    sample_rate)
 
     # -- recording (patches.py) ----------------------------------------------------------
-    def record_talker(self, tts, drop_stopped: bool = False):
-        return record_talker(tts, drop_stopped)
+    def record_talker(self, tts, drop_stopped: bool = False, fixed_batch: bool = False):
+        return record_talker(tts, drop_stopped, fixed_batch)
 
     def capture_prompt(self, tts, speak: Callable[[], object]) -> TalkerPrompt:
         return capture_prompt(tts, speak)

@@ -170,9 +170,9 @@ def disable(predictor) -> None:
 
 
 @contextmanager
-def using(predictor, store: FrameGraphs) -> Iterator[FrameGraphs]:
-    """Replay ``predictor``'s frames from ``store`` inside the block, and restore whatever
-    was set before (an A/B switch that keeps its captures, for benchmarks)."""
+def using(predictor, store: FrameGraphs | None) -> Iterator[FrameGraphs | None]:
+    """Replay ``predictor``'s frames from ``store`` inside the block (``None``: eagerly),
+    and restore whatever was set before (an A/B switch that keeps its captures)."""
     undo = swap_attr(predictor, GRAPHS_ATTR, store)
     try:
         yield store

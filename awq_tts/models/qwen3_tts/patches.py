@@ -13,9 +13,10 @@ codec embedding plus trailing text per step). Rather than re-deriving that layou
 the library's own ``generate_*`` and record the ``inputs_embeds`` of every call into the
 talker's decoder: the prefill, then each decoding step. Audio decoding is skipped while
 recording (the codes are all calibration needs). Stopped samples: with ``drop_stopped``
-(calibration) the talker's ``generate`` is replaced by ``decode.py``'s loop, where each
-sample leaves the batch at its own end-of-speech; otherwise transformers' ``generate``
-runs as users run it and only the code predictor skips samples that have stopped.
+(calibration on a CPU) the talker's ``generate`` is replaced by ``decode.py``'s loop, where
+each sample leaves the batch at its own end-of-speech; otherwise transformers' ``generate``
+runs as users run it and only the code predictor skips samples that have stopped, unless
+``fixed_batch`` (calibration from CUDA graphs, whose shapes are fixed) keeps every row.
 """
 
 from __future__ import annotations
@@ -75,13 +76,17 @@ class TalkerRecord:
 
 
 @contextlib.contextmanager
-def record_talker(tts, drop_stopped: bool = False) -> Iterator[TalkerRecord]:
+def record_talker(tts, drop_stopped: bool = False,
+                  fixed_batch: bool = False) -> Iterator[TalkerRecord]:
     """Within the block, every ``generate_*`` call on ``tts`` fills the yielded record.
 
     ``drop_stopped`` decodes with :func:`.decode.generate_dropping_stopped`: each sample
     leaves the batch at its own end-of-speech (calibration); otherwise transformers'
-    ``generate`` runs as users run it, and only the code predictor skips stopped rows.
+    ``generate`` runs as users run it, and the code predictor skips stopped rows unless
+    ``fixed_batch`` (every row stays, so each frame has the batch's shape).
     """
+    if drop_stopped and fixed_batch:
+        raise ValueError("drop_stopped and fixed_batch exclude each other")
     record = TalkerRecord()
     core = tts.model
     decoder = core.talker.model
@@ -132,6 +137,8 @@ def record_talker(tts, drop_stopped: bool = False) -> Iterator[TalkerRecord]:
     undo_decode = swap_attr(core.speech_tokenizer, "decode", skip_decode)
     if drop_stopped:
         undo = _dropping_decode(core.talker, record, state)
+    elif fixed_batch:
+        undo = _nothing
     else:
         undo = _drop_stopped_rows(core.talker, record)
     try:
@@ -142,6 +149,10 @@ def record_talker(tts, drop_stopped: bool = False) -> Iterator[TalkerRecord]:
         handle.remove()
         undo_decode()
         undo_generate()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _dropping_decode(talker, record: TalkerRecord, state: dict):

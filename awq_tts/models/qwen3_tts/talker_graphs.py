@@ -190,6 +190,19 @@ def disable(talker) -> None:
         delattr(talker, ATTR)
 
 
+@contextmanager
+def using(talker, graphed: bool) -> Iterator[TalkerGraphs]:
+    """Static-cache decoding for ``talker`` inside the block, from a fresh store (as
+    :func:`enable`), and whatever was set before afterwards (calibration's rollouts)."""
+    install(talker)
+    store = TalkerGraphs(graphed)
+    undo = swap_attr(talker, ATTR, store)
+    try:
+        yield store
+    finally:
+        undo()
+
+
 def status(talker) -> str:
     """``off``, or ``on (N captured)`` with ``, M failed: reason`` when a capture failed."""
     store = getattr(talker, ATTR, None)
