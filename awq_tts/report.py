@@ -43,8 +43,8 @@ def print_quantize_summary(summary) -> None:
 
 
 def _rollout_line(cal: dict) -> str:
-    """``2046 talker row-steps (2960 if each batch ran to its longest row), 0 (0.0%) on rows
-    that had already stopped`` (or '' if unknown)."""
+    """``dropping rollouts: 2046 talker row-steps (2960 if each batch ran to its longest
+    row), 0 (0.0%) on rows that had already stopped`` (or '' if unknown)."""
     work = cal.get("rollout") or {}
     steps = work.get("talker_row_steps")
     if not steps:
@@ -53,8 +53,10 @@ def _rollout_line(cal: dict) -> str:
     whole = work.get("batch_row_steps")
     longest = f" ({whole} if each batch ran to its longest row)" if whole else ""
     prefill = f"; prefill in {work['prefill_dtype']}" if work.get("prefill_dtype") else ""
-    return (f"{steps} talker row-steps{longest}, {waste} ({waste / steps:.1%}) on rows that "
-            f"had already stopped{prefill}")
+    decode = f"{work['decode']} rollouts: " if work.get("decode") else ""
+    graphs = f"; CUDA graphs {work['graphs']}" if work.get("graphs") else ""
+    return (f"{decode}{steps} talker row-steps{longest}, {waste} ({waste / steps:.1%}) on rows "
+            f"that had already stopped{prefill}{graphs}")
 
 
 def print_provenance(folder: Path) -> None:

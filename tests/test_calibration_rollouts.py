@@ -8,6 +8,7 @@ import torch
 
 from awq_tts.calibration import build_calibration, builtin_prompts
 from awq_tts.errors import UsageError
+from awq_tts.report import _rollout_line
 
 
 def _graph_attrs(tts) -> dict:
@@ -41,6 +42,8 @@ def test_static_rollouts_speak_what_the_dropping_loop_speaks(tiny_trained):
     assert work["batch_row_steps"] == 3 * max(frames)
     assert work["stopped_row_steps"] == sum(max(frames) - f for f in frames) > 0
     assert _graph_attrs(tts) == before
+    assert _rollout_line(static.describe()).startswith(
+        f"static rollouts: {sum(frames) + work['stopped_row_steps']} talker row-steps")
 
 
 def test_an_unknown_rollout_is_one_line(tiny_trained):
