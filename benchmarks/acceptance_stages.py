@@ -225,15 +225,21 @@ def stage_quantize(args) -> dict:
                            progress=False)
     per_layer = [r.seconds for r in summary.layer_reports]
     factor = (128 * 512) / (args.n_samples * args.max_seq_len)
-    return {"n_samples": args.n_samples, "max_seq_len": args.max_seq_len,
-            "wall_s": summary.seconds, "calibration_s": summary.calibration_seconds,
-            "walk_s": summary.walk_seconds, "layer_s": per_layer, "peak_gib": peak.gib(),
-            "layers": len(per_layer), "rollout": summary.calibration.get("rollout"),
-            "extrapolated_default_s": factor * (summary.calibration_seconds
-                                                + summary.walk_seconds),
-            "extrapolation": f"calibration and walk × {factor:g} (token ratio to 128 × 512; an "
-                             f"upper bound: the search replays at most --loss-tokens tokens)",
-            **speech_estimate(timing, summary)}
+    result = {"n_samples": args.n_samples, "max_seq_len": args.max_seq_len,
+              "wall_s": summary.seconds, "calibration_s": summary.calibration_seconds,
+              "walk_s": summary.walk_seconds, "layer_s": per_layer, "peak_gib": peak.gib(),
+              "layers": len(per_layer), "rollout": summary.calibration.get("rollout"),
+              "extrapolated_default_s": factor * (summary.calibration_seconds
+                                                  + summary.walk_seconds),
+              "extrapolation": f"calibration and walk × {factor:g} (token ratio to 128 × 512; an "
+                               f"upper bound: the search replays at most --loss-tokens tokens)",
+              **speech_estimate(timing, summary)}
+    print("RESULT" + json.dumps(result), flush=True)   # kept if what follows runs out of time
+    from rollout_speed import step_costs
+
+    result["rollout_steps"] = step_costs(bf16, args.device, *((4, 8, 4) if args.tiny
+                                                              else (8, 24, 8)))
+    return result
 
 
 def speech_estimate(timing: dict, summary) -> dict:

@@ -15,9 +15,11 @@ after every stage, so a run cut short still leaves what it measured):
                  one codec frame at batch 1, bf16 against every INT4 backend but
                  ``dequant``, resident together, interleaved rounds (``decode.py``);
 6. ``quantize``  ``awq_tts.quantize`` on the device with a reduced but real calibration
-                 (32 prompts × 256 tokens) under the cap: wall time split into calibration
+                 (16 prompts × 256 tokens) under the cap: wall time split into calibration
                  and walk, seconds per layer, peak memory, and the time extrapolated to the
-                 default 128 × 512 by the token ratio;
+                 default 128 × 512 by the token ratio; then one calibration rollout step's
+                 cost at batch 8, eager (``dropping``) against CUDA graphs
+                 (``rollout_speed.py``);
 7. ``validate``  ``validate_awq_quality`` of that INT4 output against its source, a few
                  prompts, tokens capped (random weights: the verdict is reported, not judged).
 
@@ -49,6 +51,7 @@ OFFLOADED = "int4pack"
 
 
 from acceptance_stages import STAGE_FUNCTIONS  # noqa: E402 (a sibling script module)
+from acceptance_table import table  # noqa: E402
 
 # ---- orchestration -----------------------------------------------------------------------
 
@@ -100,8 +103,11 @@ def _results(stdout: str) -> list[dict]:
 
 def _complete(args, stage: str, row) -> bool:
     """Whether ``--resume`` keeps a stage's earlier result: it ran to the end without an error
-    (``gpu_tests``: every test passed; ``speak`` is resumed model by model), and ``build``'s
+    (``gpu_tests``: every test passed; ``speak`` is resumed model by model; ``quantize``:
+    quantized to the end, whatever became of the rollout step costs after it), and ``build``'s
     checkpoints are still on disk (a fresh machine builds them again)."""
+    if stage == "quantize" and isinstance(row, dict) and "wall_s" in row and "error" not in row:
+        return True     # quantized to the end; only the rollout step costs after it were cut
     if not isinstance(row, dict) or not row or {"error", "skipped", "cut"} & set(row):
         return False
     if stage == "speak":
@@ -174,68 +180,6 @@ def _speak(args, results: dict, earlier: dict, budget: int) -> dict:
 def write(out: Path, results: dict) -> None:
     (out / "gpu_acceptance.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "gpu_acceptance.md").write_text(table(results) + "\n")
-
-
-def _f(value, fmt: str = "{:.2f}") -> str:
-    return "–" if value is None else fmt.format(value)
-
-
-def table(results: dict) -> str:
-    env = results.get("env", {})
-    lines = [f"Device: {env.get('gpu', results['device'])} (torch {env.get('torch')}), "
-             f"memory cap {results['cap_gib']} GiB{'; tiny dry run' if results['tiny'] else ''}",
-             "", "| model | load peak GiB | speech peak GiB | audio s | RTF | RTF, CUDA graphs |",
-             "|---|---:|---:|---:|---:|---:|"]
-    speak = results.get("speak") or {}
-    if "skipped" in speak:
-        speak = {"all models": speak}
-    notes = []
-    for name, r in speak.items():
-        if not isinstance(r, dict) or "error" in r or "skipped" in r:
-            lines.append(f"| {name} | {r.get('error', r.get('skipped', '?'))} | | | | |")
-            continue
-        label = name if name == "bf16" else f"INT4 {name}"
-        graphed = r.get("graphs") or {}
-        lines.append(f"| {label} | {_f(r.get('load_peak_gib'))} | {_f(r.get('peak_gib'))} | "
-                     f"{_f(r.get('audio_s'), '{:.1f}')} | {_f(r.get('rtf'))} | "
-                     f"{_f(graphed.get('rtf'))} |")
-        notes += [f"{label}: {r['cut']}"] if "cut" in r else []
-        notes += [f"{label}, CUDA graphs ({graphed['frames_cap']} frames): {graphed['status']}"
-                  + (f"; the capturing first call took {graphed['capture_call_s']:.1f} s"
-                     if "capture_call_s" in graphed else "")] if graphed else []
-        notes += [f"{label}: the first call of the process (8 frames) took "
-                  f"{r['first_call_s']:.1f} s; RTF is measured after it"
-                  ] if "first_call_s" in r else []
-        split = r.get("eager_split")
-        notes += [f"{label}, eager, per frame ({split['frames']} frames): talker forwards with "
-                  f"their code-predictor frames {split['forward_ms_per_frame']:.1f} ms, "
-                  f"everything around them {split['outside_ms_per_frame']:.1f} ms"
-                  ] if split else []
-    lines += ["", *notes] if notes else []
-    q = results.get("quantize") or {}
-    if "wall_s" in q:
-        lines += ["", f"Quantize ({q['n_samples']} × {q['max_seq_len']} tokens, "
-                      f"{q['layers']} layers): {q['wall_s']:.0f} s (calibration "
-                      f"{q['calibration_s']:.0f} s, walk {q['walk_s']:.0f} s, "
-                      f"{q['walk_s'] / max(q['layers'], 1):.1f} s per layer), peak "
-                      f"{q['peak_gib']:.2f} GiB; extrapolated to 128 × 512: "
-                      f"{q['extrapolated_default_s'] / 60:.1f} min"
-                      + (f" (every rollout at the cap), "
-                         f"{q['speech_estimate_s'] / 60:.1f} min at speech-length rollouts"
-                         if "speech_estimate_s" in q else "")]
-    elif q:
-        lines += ["", f"Quantize: {q}"]
-    d = results.get("decode") or {}
-    if "table_markdown" in d:
-        lines += ["", "Decode (batch 1, KV cache 64; milliseconds, speed-up over bf16):", "",
-                  *d["table_markdown"].split("\n")[2:]]
-    elif d:
-        lines += ["", f"Decode: {d.get('error') or d.get('skipped')}"]
-    for key in ("gpu_tests", "validate"):
-        r = results.get(key) or {}
-        text = r.get("summary") or r.get("verdict") or r.get("error") or r.get("skipped")
-        lines.append(f"\n{key}: {text}")
-    return "\n".join(lines)
 
 
 def main() -> None:

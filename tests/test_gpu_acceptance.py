@@ -36,6 +36,9 @@ def test_dry_run_writes_every_stage(tmp_path):
     quantized = result["quantize"]
     assert quantized["layers"] == 2 and quantized["extrapolated_default_s"] > 0
     assert quantized["speech_estimate_s"] > 0 and quantized["rollout"]["talker_row_steps"] > 0
+    assert quantized["rollout"]["decode"] == "dropping"     # graphs are CUDA's
+    steps = quantized["rollout_steps"]
+    assert steps["dropping"]["step_s"] > 0 and steps["static"]["step_s"] > 0
     assert result["validate"]["verdict"]
     decode = result["decode"]
     assert set(decode["models"]) == {"bf16", *decode["backends"]} and "dequant" not in decode[
@@ -45,6 +48,7 @@ def test_dry_run_writes_every_stage(tmp_path):
     assert decode["predictor_loop"]["generate_s"] > 0 and decode["predictor_loop"]["speedup"] > 0
     table = (out / "gpu_acceptance.md").read_text()
     assert "INT4 int4pack" in table and "Quantize (4 × 32 tokens" in table
+    assert "rollouts dropping" in table and "Calibration rollout step at batch 4" in table
     assert "| talker step (2 layers) |" in table and "by the plain loop" in table
 
 
@@ -138,7 +142,7 @@ def test_a_stage_cut_short_keeps_its_partial_result(tmp_path, monkeypatch):
 
 def test_the_speak_table_shows_cuda_graph_rtf_and_cut_stages():
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from gpu_acceptance import table
+    from acceptance_table import table
 
     row = {"load_peak_gib": 1.0, "peak_gib": 1.5, "audio_s": 30.0, "rtf": 0.5}
     results = {"device": "cuda:0", "cap_gib": 6.0, "tiny": False, "speak": {
@@ -176,6 +180,8 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     assert "resumed" not in result["build"] and result["build"]["bytes"] > 0   # rebuilt
     assert not _complete(args, "gpu_tests", {"exit_code": 1, "summary": "1 failed"})
     assert _complete(args, "gpu_tests", {"exit_code": 0, "summary": "40 passed"})
+    assert _complete(args, "quantize", {"wall_s": 60.0, "cut": "timed out after 300 s; …"})
+    assert not _complete(args, "quantize", {"error": "timed out after 23 s"})
     assert result["resumed_from"] == str(earlier)
     earlier.write_text(json.dumps(result))
     again = orchestrate(args)                     # the checkpoints exist now: kept

@@ -1,0 +1,41 @@
+"""What one calibration rollout step costs, by rollout mode, on the model ``quantize`` rolls
+out: the GPU run's ``quantize`` stage measures it after quantizing.
+
+Each mode rolls the same prompts out twice, for ``frames`` and ``2 × frames`` steps (random
+weights never stop, so every row runs to the cap), and the step cost is the difference over
+``frames``: the prefill and the graphs' captures, the same in both runs, cancel out. The
+modes are the CPU's (``dropping``, eager) and, on CUDA, ``graphs`` (elsewhere its eager
+twin ``static``, so the CPU dry run walks the same code).
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def step_costs(source, device: str, prompts: int, frames: int, batch: int) -> dict:
+    """``{mode: {"step_s": ..., "walls_s": [short, long]}, "speed_up": dropping / graphs}``
+    for ``prompts`` built-in prompts rolled out at ``batch`` rows."""
+    import torch
+
+    from awq_tts.calibration import build_calibration, builtin_prompts
+    from awq_tts.runtime import load
+
+    tts = load(source, device=device)
+    modes = ("dropping", "graphs" if device.startswith("cuda") else "static")
+    out: dict = {"prompts": prompts, "batch": batch, "frames": [frames, 2 * frames]}
+    for mode in modes:
+        walls = []
+        for length in (frames, 2 * frames):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            build_calibration(tts, builtin_prompts()[:prompts], n_samples=prompts,
+                              max_seq_len=length, batch_size=batch, progress=False,
+                              rollout=mode)
+            walls.append(time.perf_counter() - start)
+        batches = -(-prompts // batch)
+        out[mode] = {"walls_s": walls, "step_s": (walls[1] - walls[0]) / (frames * batches)}
+    fast = out[modes[1]]["step_s"]
+    out["speed_up"] = out["dropping"]["step_s"] / fast if fast > 0 else None
+    return out
