@@ -213,16 +213,22 @@ def stage_decode(args) -> dict:
 
 def stage_quantize(args) -> dict:
     from quantize_full import time_talker
+    from rollout_speed import step_costs, with_fallback
 
     from awq_tts import quantize
 
     bf16, int4 = _paths(args)
     apply_cap(args.device, args.cap_gib)
     peak = Peak(args.device)
-    with time_talker() as timing:
-        summary = quantize(bf16, int4, device=args.device, n_samples=args.n_samples,
-                           max_seq_len=args.max_seq_len, batch_size=8, force=True,
-                           progress=False)
+
+    def run(rollout: str):
+        peak.reset()
+        with time_talker() as timing:
+            return quantize(bf16, int4, device=args.device, n_samples=args.n_samples,
+                            max_seq_len=args.max_seq_len, batch_size=8, force=True,
+                            progress=False, rollout=rollout), timing
+
+    (summary, timing), fallback = with_fallback(run)
     per_layer = [r.seconds for r in summary.layer_reports]
     factor = (128 * 512) / (args.n_samples * args.max_seq_len)
     result = {"n_samples": args.n_samples, "max_seq_len": args.max_seq_len,
@@ -233,12 +239,14 @@ def stage_quantize(args) -> dict:
                                                   + summary.walk_seconds),
               "extrapolation": f"calibration and walk × {factor:g} (token ratio to 128 × 512; an "
                                f"upper bound: the search replays at most --loss-tokens tokens)",
-              **speech_estimate(timing, summary)}
+              **speech_estimate(timing, summary),
+              **({"rollout_fallback": fallback} if fallback else {})}
     print("RESULT" + json.dumps(result), flush=True)   # kept if what follows runs out of time
-    from rollout_speed import step_costs
-
-    result["rollout_steps"] = step_costs(bf16, args.device, *((4, 8, 4) if args.tiny
-                                                              else (8, 24, 8)))
+    try:
+        result["rollout_steps"] = step_costs(bf16, args.device, *((4, 8, 4) if args.tiny
+                                                                  else (8, 24, 8)))
+    except Exception as exc:  # noqa: BLE001 (the quantize figures above stand)
+        result["rollout_steps"] = {"error": f"{type(exc).__name__}: {exc}"}
     return result
 
 

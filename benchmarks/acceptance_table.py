@@ -52,6 +52,8 @@ def table(results: dict) -> str:
                          f"{q['speech_estimate_s'] / 60:.1f} min at speech-length rollouts"
                          if "speech_estimate_s" in q else "")
                       + (f"; rollouts {(q.get('rollout') or {}).get('decode', '?')}")]
+        if q.get("rollout_fallback"):
+            lines.append(q["rollout_fallback"])
         steps = q.get("rollout_steps") or {}
         fast = "graphs" if "graphs" in steps else "static"
         if fast in steps:

@@ -5,7 +5,8 @@ Each mode rolls the same prompts out twice, for ``frames`` and ``2 × frames`` s
 weights never stop, so every row runs to the cap), and the step cost is the difference over
 ``frames``: the prefill and the graphs' captures, the same in both runs, cancel out. The
 modes are the CPU's (``dropping``, eager) and, on CUDA, ``graphs`` (elsewhere its eager
-twin ``static``, so the CPU dry run walks the same code).
+twin ``static``, so the CPU dry run walks the same code). ``with_fallback`` runs the
+stage's quantize with ``auto`` and, should that raise, again with ``dropping``.
 """
 
 from __future__ import annotations
@@ -39,3 +40,16 @@ def step_costs(source, device: str, prompts: int, frames: int, batch: int) -> di
     fast = out[modes[1]]["step_s"]
     out["speed_up"] = out["dropping"]["step_s"] / fast if fast > 0 else None
     return out
+
+
+def with_fallback(run):
+    """``run("auto")``, or, if that raises (a graphed rollout the GPU run has not yet seen
+    work), ``run("dropping")``: the walk's figures still come back, with the error."""
+    import gc
+
+    try:
+        return run("auto"), None
+    except Exception as exc:  # noqa: BLE001 (reported in the result, then the eager rollout)
+        error = f"--rollout auto failed ({type(exc).__name__}: {exc}); rolled out with dropping"
+    gc.collect()      # outside the handler: its traceback no longer holds the first attempt
+    return run("dropping"), error

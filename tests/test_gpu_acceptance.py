@@ -234,3 +234,26 @@ def test_an_unknown_model_to_speak_is_one_line(tmp_path):
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
     assert "--models: unknown int4pak; choose from bf16, " in run.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_failing_graphed_rollout_falls_back_to_the_eager_one():
+    """The GPU run's quantize stage still measures the walk if ``--rollout auto`` raises,
+    and says why; a rollout that works is run once."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from rollout_speed import with_fallback
+
+    calls = []
+
+    def run(rollout):
+        calls.append(rollout)
+        if rollout == "auto":
+            raise RuntimeError("capture broke")
+        return "summary"
+
+    result, error = with_fallback(run)
+    assert result == "summary" and calls == ["auto", "dropping"]
+    assert error == ("--rollout auto failed (RuntimeError: capture broke); "
+                     "rolled out with dropping")
+    calls.clear()
+    assert with_fallback(lambda rollout: calls.append(rollout) or rollout) == ("auto", None)
+    assert calls == ["auto"]
