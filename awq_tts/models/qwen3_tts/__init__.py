@@ -2,11 +2,12 @@
 
 ``package.py`` imports qwen-tts quietly and registers its Auto classes; ``patches.py`` (while
 speaking) and ``load_patches.py`` (while loading) hold every patch applied to it, except the
-code predictor's plain loop that every loaded model gets (``predictor.py``) and the CUDA
-graphs of the talker step and the code predictor (``talker_graphs.py``, ``graphs.py``). This
-module loads and builds models, finds the talker's decoder layers, asks a model to speak
-(one dispatch over base / custom_voice / voice_design), and knows the codec head, the
-end-of-speech id, the speaker encoder and the audio decoder.
+code predictor's plain loop that every loaded model gets (``predictor.py``), the audio
+decoder's bounded-memory chunks (``codec_chunks.py``) and the CUDA graphs of the talker
+step and the code predictor (``talker_graphs.py``, ``graphs.py``). This module loads and
+builds models, finds the talker's decoder layers, asks a model to speak (one dispatch over
+base / custom_voice / voice_design), and knows the codec head, the end-of-speech id, the
+speaker encoder and the audio decoder.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 from ...errors import UsageError
 from ..mapping import QWEN3_TTS_TALKER, decoder_layers
-from . import audio_dtype, graphs, predictor, talker_graphs
+from . import audio_dtype, codec_chunks, graphs, predictor, talker_graphs
 from .load_patches import speech_tokenizer_dtype
 from .package import quiet_generation, qwen_tts
 from .patches import TalkerPrompt, TalkerRecord, capture_prompt, record_talker
@@ -110,7 +111,12 @@ class Qwen3TTS:
                                         generate_defaults=model.generate_config)
 
     codec_dtype = staticmethod(audio_dtype.codec_dtype)
-    place_audio = staticmethod(audio_dtype.place_audio)
+
+    def place_audio(self, tts, device: str) -> torch.dtype:
+        """The audio modules' dtype (``audio_dtype.py``; returns the speech tokenizer's),
+        and audio decoded in bounded memory (``codec_chunks.py``)."""
+        codec_chunks.install(tts.model.speech_tokenizer.model.decoder)
+        return audio_dtype.place_audio(tts, device)
 
     def use_cuda_graphs(self, tts, on: bool) -> None:
         """Replay the talker's decode steps (``talker_graphs.py``) and the code predictor's
