@@ -14,9 +14,9 @@ frame 10 moves outputs up to frame 18). So the transformer runs as qwen-tts runs
 the whole chunk, and the convolution stack runs on :data:`CHUNK_FRAMES` frames at a time,
 each with that many frames (rounded up, plus one) of left context whose samples are
 dropped: the same audio (bit-identical on the CPU, tested), with the workspace of 61
-frames instead of 300. Measured at full size, float32 on the CPU, 300 frames: peak
-memory +1,252 MiB stock against +273 MiB chunked (allocations returned to the system
-when freed, so the peak is what was live), and 30.7 s against 35.2 s.
+frames instead of 300. ``benchmarks/codec_memory.py`` at full size, float32 on the CPU:
+the decode's peak rise is 633 and 1,252 MiB stock for 150 and 300 frames against 275 and
+277 MiB chunked, in 16.3 and 34.5 s against 17.0 and 27.8 s.
 """
 
 from __future__ import annotations
