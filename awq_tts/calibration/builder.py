@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -128,11 +127,13 @@ def build_calibration(
         results[index] = _teacher_forced(tts, chosen[index], conditioning[index])
         bar.update(1)
     adapter = adapter_of(tts)
-    with _decoding(tts, rollout):
+    static = rollout != "dropping"
+    with (adapter.static_decode(tts, replay=rollout == "graphs") if static
+          else contextlib.nullcontext()):
         for batch in batches:
             torch.manual_seed(seed + batch[0])
-            with adapter.record_talker(tts, drop_stopped=rollout == "dropping",
-                                       fixed_batch=rollout != "dropping") as record:
+            with adapter.record_talker(tts, drop_stopped=not static,
+                                       fixed_batch=static) as record:
                 _speak(tts, [chosen[i] for i in batch], [conditioning[i] for i in batch],
                        max_new_tokens=max_seq_len, do_sample=not greedy)
             for i, seq, codes in zip(batch, record.sequences(), record.codes, strict=True):
@@ -159,15 +160,6 @@ def build_calibration(
             "length": int(sequences[-1].shape[0]),
         })
     return CalibrationSet(name, sequences, records, seed, max_seq_len, batch_size, work)
-
-
-@contextlib.contextmanager
-def _decoding(tts, rollout: str) -> Iterator[None]:
-    if rollout == "dropping":
-        yield
-        return
-    with adapter_of(tts).static_decode(tts, replay=rollout == "graphs"):
-        yield
 
 
 def expected_length(prompt: Prompt) -> int:
