@@ -68,11 +68,13 @@ def measure(tokenizer: str, device: str, frames: int, chunked: bool, wav_out: st
 
 
 def _child(cmd: list[str], env: dict) -> dict:
+    from timing import results_in
+
     run = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT")]
-    if not line:
+    found = results_in(run.stdout)
+    if not found:
         sys.exit(f"error: a decode failed: {run.stderr[-500:]}")
-    return json.loads(line[0][len("RESULT"):])
+    return found[0]
 
 
 def main() -> None:

@@ -52,6 +52,7 @@ OFFLOADED = "int4pack"
 
 from acceptance_stages import STAGE_FUNCTIONS  # noqa: E402 (a sibling script module)
 from acceptance_table import table  # noqa: E402
+from timing import results_in  # noqa: E402
 
 # ---- orchestration -----------------------------------------------------------------------
 
@@ -80,12 +81,12 @@ def _child(args, stage: str, extra: list[str], timeout: int) -> dict:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired as exc:
         stdout = exc.stdout or b""
-        found = _results(stdout.decode(errors="replace") if isinstance(stdout, bytes)
+        found = results_in(stdout.decode(errors="replace") if isinstance(stdout, bytes)
                          else stdout)
         cut = f"timed out after {timeout} s"
         return ({**found[-1], "stage_s": time.perf_counter() - start,
                  "cut": f"{cut}; this is what it had measured"} if found else {"error": cut})
-    found = _results(run.stdout)
+    found = results_in(run.stdout)
     tail = " | ".join((run.stderr or run.stdout).strip().splitlines()[-3:])
     if not found:
         return {"error": tail, "exit_code": run.returncode}
@@ -93,12 +94,6 @@ def _child(args, stage: str, extra: list[str], timeout: int) -> dict:
     if run.returncode:
         result["cut"] = f"exit code {run.returncode} after this partial result: {tail}"
     return result
-
-
-def _results(stdout: str) -> list[dict]:
-    """The ``RESULT`` lines a stage printed (a stage may print a partial one first)."""
-    return [json.loads(ln[len("RESULT"):]) for ln in stdout.splitlines()
-            if ln.startswith("RESULT")]
 
 
 def _complete(args, stage: str, row) -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from timing import results_in
 
 from awq_tts.format import checkpoint
 from awq_tts.format.packing import pack_gemm
@@ -132,10 +133,10 @@ print("RESULT" + json.dumps(out))
 def probe(folder: Path, device: str, budget: float) -> dict:
     run = subprocess.run([sys.executable, "-c", _PROBE, str(folder), device, str(budget)],
                          capture_output=True, text=True)
-    line = [ln for ln in run.stdout.splitlines() if ln.startswith("RESULT")]
-    if run.returncode or not line:
+    found = results_in(run.stdout)
+    if run.returncode or not found:
         return {"error": (run.stderr or run.stdout).strip().splitlines()[-1:]}
-    return json.loads(line[0][len("RESULT"):])
+    return found[0]
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Timing helpers for the benchmarks: calls timed in interleaved rounds, paired speed-ups.
+"""Helpers for the benchmarks: calls timed in interleaved rounds, paired speed-ups, and the
+``RESULT`` lines a measurement run in a child process prints.
 
 Timing one model after another lets a change in machine load between the phases move the
 ratio (1.57× to 1.76× for the same code on this shared CPU); timing every call once per
@@ -7,6 +8,7 @@ round makes such a change hit all of them alike.
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
@@ -56,3 +58,10 @@ def machine(device: str) -> str:
     except OSError:
         pass
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def results_in(stdout: str) -> list[dict]:
+    """The ``RESULT{json}`` lines a child process printed, in order (a child may print a
+    partial result before the final one)."""
+    return [json.loads(ln[len("RESULT"):]) for ln in stdout.splitlines()
+            if ln.startswith("RESULT")]
