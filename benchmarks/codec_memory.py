@@ -77,11 +77,24 @@ def _child(cmd: list[str], env: dict) -> dict:
     return found[0]
 
 
+def frame_counts(text: str) -> list[int]:
+    """``--frames``: whole numbers of at least 8, comma-separated."""
+    try:
+        counts = [int(v) for v in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: give frame counts of at least 8, "
+                                         f"comma-separated, such as 150,300")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=HERE / "work")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--frames", default="150,300")
+    parser.add_argument("--frames", type=frame_counts, default=[150, 300],
+                        help="comma-separated frame counts to decode (12.5 a second)")
     parser.add_argument("--child", nargs=4, metavar=("TOKENIZER", "FRAMES", "CHUNKED", "WAV"))
     args = parser.parse_args()
     if args.child:
@@ -93,10 +106,10 @@ def main() -> None:
 
     tokenizer = args.work / "full-voice_design" / "speech_tokenizer"
     if not tokenizer.is_dir():
-        sys.exit(f"error: {tokenizer} is missing; build it with "
-                 f"`awq-tts make-tiny {tokenizer.parent} --full-shape --variant voice_design`")
+        parser.error(f"{tokenizer} is missing; build it with `awq-tts make-tiny "
+                     f"{tokenizer.parent} --full-shape --variant voice_design`")
     rows = []
-    for frames in map(int, args.frames.split(",")):
+    for frames in args.frames:
         wavs = {}
         for chunked in (False, True):
             wav = str(args.work / f"codec-{frames}-{int(chunked)}.npy")

@@ -58,3 +58,16 @@ def test_a_decoder_it_does_not_know_keeps_stock_decoding(caplog):
     with caplog.at_level(logging.WARNING):
         assert not codec_chunks.install(odd)
     assert "without quantizer" in caplog.text and "forward" not in odd.__dict__
+
+
+def test_the_benchmark_names_a_bad_argument_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).resolve().parent.parent / "benchmarks" / "codec_memory.py")
+    for extra, said in ((["--frames", "150,x"], "give frame counts of at least 8"),
+                        (["--work", str(tmp_path)], "speech_tokenizer is missing; build it")):
+        run = subprocess.run([sys.executable, script, *extra], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 2 and said in run.stderr and "Traceback" not in run.stderr
