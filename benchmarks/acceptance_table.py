@@ -8,6 +8,11 @@ def _f(value, fmt: str = "{:.2f}") -> str:
     return "–" if value is None else fmt.format(value)
 
 
+def _ms(seconds) -> str:
+    """A step cost in milliseconds, or a note where the timer's noise swamped it."""
+    return "below noise" if seconds is None else f"{seconds * 1e3:.1f} ms"
+
+
 def table(results: dict) -> str:
     env = results.get("env", {})
     lines = [f"Device: {env.get('gpu', results['device'])} (torch {env.get('torch')}), "
@@ -58,8 +63,8 @@ def table(results: dict) -> str:
         fast = "graphs" if "graphs" in steps else "static"
         if fast in steps:
             lines.append(f"Calibration rollout step at batch {steps['batch']}: dropping "
-                         f"{steps['dropping']['step_s'] * 1e3:.1f} ms, {fast} "
-                         f"{steps[fast]['step_s'] * 1e3:.1f} ms ({_f(steps['speed_up'])}×)")
+                         f"{_ms(steps['dropping']['step_s'])}, {fast} "
+                         f"{_ms(steps[fast]['step_s'])} ({_f(steps['speed_up'])}×)")
     elif q:
         lines += ["", f"Quantize: {q}"]
     d = results.get("decode") or {}

@@ -3,7 +3,9 @@ out: the GPU run's ``quantize`` stage measures it after quantizing.
 
 Each mode rolls the same prompts out twice, for ``frames`` and ``2 × frames`` steps (random
 weights never stop, so every row runs to the cap), and the step cost is the difference over
-``frames``: the prefill and the graphs' captures, the same in both runs, cancel out. The
+``frames``: the prefill and the graphs' captures, the same in both runs, cancel out. Each
+wall is the best of ``repeats`` runs; a difference the timer's noise swamps (not above zero,
+as on a tiny model on a busy CPU) is reported as ``step_s: None``, never as a cost. The
 modes are the CPU's (``dropping``, eager) and, on CUDA, ``graphs`` (elsewhere its eager
 twin ``static``, so the CPU dry run walks the same code). ``with_fallback`` runs the
 stage's quantize with ``auto`` and, should that raise, again with ``dropping``.
@@ -14,32 +16,39 @@ from __future__ import annotations
 import time
 
 
-def step_costs(source, device: str, prompts: int, frames: int, batch: int) -> dict:
+def step_costs(source, device: str, prompts: int, frames: int, batch: int,
+               repeats: int = 2) -> dict:
     """``{mode: {"step_s": ..., "walls_s": [short, long]}, "speed_up": dropping / graphs}``
     for ``prompts`` built-in prompts rolled out at ``batch`` rows."""
-    import torch
-
-    from awq_tts.calibration import build_calibration, builtin_prompts
     from awq_tts.runtime import load
 
     tts = load(source, device=device)
     modes = ("dropping", "graphs" if device.startswith("cuda") else "static")
     out: dict = {"prompts": prompts, "batch": batch, "frames": [frames, 2 * frames]}
     for mode in modes:
-        walls = []
-        for length in (frames, 2 * frames):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            build_calibration(tts, builtin_prompts()[:prompts], n_samples=prompts,
-                              max_seq_len=length, batch_size=batch, progress=False,
-                              rollout=mode)
-            walls.append(time.perf_counter() - start)
-        batches = -(-prompts // batch)
-        out[mode] = {"walls_s": walls, "step_s": (walls[1] - walls[0]) / (frames * batches)}
-    fast = out[modes[1]]["step_s"]
-    out["speed_up"] = out["dropping"]["step_s"] / fast if fast > 0 else None
+        walls = [min(_rollout_wall(tts, device, mode, prompts, length, batch)
+                     for _ in range(repeats)) for length in (frames, 2 * frames)]
+        step = (walls[1] - walls[0]) / (frames * -(-prompts // batch))
+        out[mode] = {"walls_s": walls, "step_s": step if step > 0 else None}
+    slow, fast = out["dropping"]["step_s"], out[modes[1]]["step_s"]
+    out["speed_up"] = slow / fast if slow and fast else None
     return out
+
+
+def _rollout_wall(tts, device: str, mode: str, prompts: int, length: int, batch: int) -> float:
+    """Seconds for one calibration rollout of ``prompts`` built-in prompts to ``length`` steps."""
+    import torch
+
+    from awq_tts.calibration import build_calibration, builtin_prompts
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    build_calibration(tts, builtin_prompts()[:prompts], n_samples=prompts, max_seq_len=length,
+                      batch_size=batch, progress=False, rollout=mode)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
 
 
 def with_fallback(run):
