@@ -4,7 +4,8 @@ out: the GPU run's ``quantize`` stage measures it after quantizing.
 Each mode rolls the same prompts out twice, for ``frames`` and ``2 × frames`` steps (random
 weights never stop, so every row runs to the cap), and the step cost is the difference over
 ``frames``: the prefill and the graphs' captures, the same in both runs, cancel out. Each
-wall is the best of ``repeats`` runs; a difference the timer's noise swamps (not above zero,
+wall is the best of ``repeats`` runs (two on a CPU, whose load comes and goes; one on CUDA,
+where every run repeats its captures); a difference the timer's noise swamps (not above zero,
 as on a tiny model on a busy CPU) is reported as ``step_s: None``, never as a cost. The
 modes are the CPU's (``dropping``, eager) and, on CUDA, ``graphs`` (elsewhere its eager
 twin ``static``, so the CPU dry run walks the same code). ``with_fallback`` runs the
@@ -17,12 +18,13 @@ import time
 
 
 def step_costs(source, device: str, prompts: int, frames: int, batch: int,
-               repeats: int = 2) -> dict:
+               repeats: int | None = None) -> dict:
     """``{mode: {"step_s": ..., "walls_s": [short, long]}, "speed_up": dropping / graphs}``
     for ``prompts`` built-in prompts rolled out at ``batch`` rows."""
     from awq_tts.runtime import load
 
     tts = load(source, device=device)
+    repeats = repeats or (1 if device.startswith("cuda") else 2)
     modes = ("dropping", "graphs" if device.startswith("cuda") else "static")
     out: dict = {"prompts": prompts, "batch": batch, "frames": [frames, 2 * frames]}
     for mode in modes:
