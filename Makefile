@@ -34,9 +34,11 @@ browser:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Files run in the order tests/conftest.py sets (xdist would reorder them by test count):
+# one worker builds the shared trained model while the other runs files that do not need it.
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 demo: $(STAMP)
 	$(VENV)/bin/awq-tts make-tiny $(DEMO)/tiny-trained --trained --seed 0 --force
