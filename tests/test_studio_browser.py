@@ -72,7 +72,7 @@ def test_two_tag_script_renders_in_chromium(studio_url, tmp_path):
             page.keyboard.press("Control+A")
             page.keyboard.type("See you later!")
             page.keyboard.press("Enter")
-            cell.filter(has_text="See you later!").wait_for(timeout=10_000)
+            cell.filter(has_text="See you later!").wait_for(timeout=30_000)
             page.click("#render")
             takes = []
             for player in ("#take-a", "#take-b"):
