@@ -8,16 +8,14 @@ DEMO := demo-out
 .PHONY: install browser test lint demo bench clean
 
 # uv (pinned) installs the pinned set in well under a minute where pip takes minutes, most
-# of them on torch's CUDA wheels; where uv cannot be had, pip installs the same set. Both
+# of them on torch's CUDA wheels; where uv cannot be had or fails, pip installs the same set. Both
 # compile the bytecode: CI sets PYTHONDONTWRITEBYTECODE, so a .pyc not made here never is.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	if $(PY) -m pip install -q -c constraints.txt uv; then \
-	  $(PY) -m uv pip install -q --compile-bytecode --python $(PY) -c constraints.txt -e ".[dev,export]"; \
-	else \
-	  $(PY) -m pip install -q -c constraints.txt -e ".[dev,export]"; \
-	fi
+	{ $(PY) -m pip install -q -c constraints.txt uv && $(PY) -m uv pip install -q \
+	    --compile-bytecode --python $(PY) -c constraints.txt -e ".[dev,export]"; } \
+	  || $(PY) -m pip install -q -c constraints.txt -e ".[dev,export]"
 	touch $(STAMP)
 
 install: $(STAMP)
