@@ -12,10 +12,10 @@ DEMO := demo-out
 # compile the bytecode: CI sets PYTHONDONTWRITEBYTECODE, so a .pyc not made here never is.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	{ $(PY) -m pip install -q -c constraints.txt uv && $(PY) -m uv pip install -q \
 	    --compile-bytecode --python $(PY) -c constraints.txt -e ".[dev,export]"; } \
-	  || $(PY) -m pip install -q -c constraints.txt -e ".[dev,export]"
+	  || { $(PY) -m pip install -q --upgrade pip \
+	       && $(PY) -m pip install -q -c constraints.txt -e ".[dev,export]"; }
 	touch $(STAMP)
 
 install: $(STAMP)
