@@ -14,7 +14,7 @@ stage's quantize with ``auto`` and, should that raise, again with ``dropping``.
 
 from __future__ import annotations
 
-import time
+from timing import wall
 
 
 def step_costs(source, device: str, prompts: int, frames: int, batch: int,
@@ -39,18 +39,11 @@ def step_costs(source, device: str, prompts: int, frames: int, batch: int,
 
 def _rollout_wall(tts, device: str, mode: str, prompts: int, length: int, batch: int) -> float:
     """Seconds for one calibration rollout of ``prompts`` built-in prompts to ``length`` steps."""
-    import torch
-
     from awq_tts.calibration import build_calibration, builtin_prompts
 
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    build_calibration(tts, builtin_prompts()[:prompts], n_samples=prompts, max_seq_len=length,
-                      batch_size=batch, progress=False, rollout=mode)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return wall(lambda: build_calibration(tts, builtin_prompts()[:prompts], n_samples=prompts,
+                                          max_seq_len=length, batch_size=batch,
+                                          progress=False, rollout=mode), device)
 
 
 def with_fallback(run):

@@ -22,6 +22,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def wall(fn, device: str) -> float:
+    """Seconds one ``fn()`` takes, the device's queued work finished before and after."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def interleaved(fns: dict, device: str, repeats: int) -> dict[str, dict]:
     """Time every callable once per round for ``repeats`` rounds (after one warm-up each),
     so a change in machine load between rounds hits all of them alike. Per name: the
@@ -31,11 +40,7 @@ def interleaved(fns: dict, device: str, repeats: int) -> dict[str, dict]:
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(wall(fn, device))
     return {name: {"median_s": statistics.median(t), "rounds_s": t} for name, t in times.items()}
 
 
