@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from awq_tts.models.qwen3_tts.package import qwen_tts
+from awq_tts.runtime.backends import get_backend
 from awq_tts.testing import make_tiny_checkpoint
 from awq_tts.testing.configs import TINY
 
@@ -25,6 +26,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 #: No machine here reaches a model hub: fail hub lookups at once instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+#: The INT4 kernel ``auto`` picks on this CPU: the project's AVX2 kernel wherever it builds
+#: (built once per machine, here at collection), else torch's.
+CPU_BACKEND = get_backend("auto", "cpu").name
 
 #: Greedy decoding needs both switches (the sub-talker samples on its own otherwise).
 GREEDY = dict(do_sample=False, subtalker_dosample=False)

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
-from conftest import FAST, GREEDY
+from conftest import CPU_BACKEND, FAST, GREEDY
 
 from awq_tts import quantize
 from awq_tts.calibration.prompts import builtin_prompts
@@ -55,13 +55,13 @@ def test_trained_bf16_model_stops_at_intended_lengths(tiny_trained):
 def test_awq_passes_every_check_it_measured(validated):
     result, report = validated.result, validated.report
     assert result.exit_code == 0, result.output
-    assert "verdict: PASS" in result.output and "backend int4pack" in result.output
+    assert "verdict: PASS" in result.output and f"backend {CPU_BACKEND}" in result.output
     assert report["verdict"] == "pass" and not report["failed"]
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert set(statuses.values()) == {"pass"}, statuses
     assert {"weights_audit", "untouched_identical", "memory", "weight_bytes_ratio"} <= set(
         statuses)
-    assert report["metrics"]["runtime"]["backend"] == "int4pack"
+    assert report["metrics"]["runtime"]["backend"] == CPU_BACKEND
 
 
 def test_kl_is_taken_at_frame_positions_only(validated):
@@ -76,7 +76,7 @@ def test_the_verdict_is_recorded_once_and_verify_still_passes(validated):
     record = json.loads((validated.quant / "noesis_provenance.json").read_text())["validations"]
     assert len(record) == validated.before + 1
     entry, report = record[-1], validated.report
-    assert entry["verdict"] == "pass" and entry["backend"] == "int4pack"
+    assert entry["verdict"] == "pass" and entry["backend"] == CPU_BACKEND
     assert entry["checks"]["memory"] == "pass" and entry["skipped"] == {}
     assert [row[0] for row in entry["table"]] == [c["name"] for c in report["checks"]]
     assert entry["layer_cosine"] == report["metrics"]["teacher_forced"]["layer_cosine"]

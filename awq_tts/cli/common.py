@@ -10,8 +10,9 @@ import click
 from ..errors import UsageError
 
 DEVICE_HELP = "auto (CUDA when available, else cpu), cpu, cuda or cuda:N."
-BACKEND_HELP = ("INT4 kernel: auto, int4pack (torch's, CPU and CUDA), awq-triton (AutoAWQ's, "
-                "CUDA) or dequant (exact reference, slow).")
+BACKEND_HELP = ("INT4 kernel: auto, avx2 (this project's, x86 CPUs, built once on first use), "
+                "int4pack (torch's, CPU and CUDA), awq-triton (AutoAWQ's, CUDA) or dequant "
+                "(exact reference, slow).")
 
 
 def friendly(func):

@@ -36,7 +36,7 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
 
     ``path`` is a local folder or a hub id (downloaded with huggingface_hub). ``device``
     ``auto`` is CUDA when available, else the CPU. ``backend`` picks the INT4 kernel
-    (``auto``, ``int4pack``, ``awq-triton``, ``dequant``; see ``runtime.backends``); the
+    (``auto``, ``avx2``, ``int4pack``, ``awq-triton``, ``dequant``; see ``runtime.backends``); the
     choice is on the result as ``tts.awq_backend`` (``none`` for a bf16 checkpoint). On a
     CPU the speech tokenizer and the speaker encoder run in float32 whatever ``dtype`` says
     (their bf16 convolutions are 35–70× slower there; ``models/qwen3_tts/audio_dtype.py``);

@@ -3,6 +3,7 @@
 ======================  ==========  ==================================================
 backend                 devices     kernel
 ======================  ==========  ==================================================
+``avx2``                CPU         this project's AVX2 kernel in float32, built on first use
 ``int4pack``            CPU, CUDA   torch's tinygemm (``aten._weight_int4pack_mm*``)
 ``awq-triton``          CUDA        AutoAWQ's GEMM (``awq_ext`` or Triton), fp16 inside
 ``dequant``             any         exact dequantize + ``F.linear``: the reference
@@ -16,12 +17,13 @@ from __future__ import annotations
 import torch
 
 from ...errors import UsageError
+from .avx2 import Avx2
 from .awq_triton import AwqTriton
 from .base import Backend
 from .dequant import Dequant
 from .int4pack import Int4Pack
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (Int4Pack(), AwqTriton(), Dequant())}
+BACKENDS: dict[str, Backend] = {b.name: b for b in (Avx2(), Int4Pack(), AwqTriton(), Dequant())}
 
 
 def available_backends(device: str | torch.device) -> list[str]:

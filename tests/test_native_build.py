@@ -1,0 +1,54 @@
+"""The AVX2 kernel's build: once per machine, safe against concurrent and killed runs, and a
+clear fallback to torch's kernel where it cannot be built."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from awq_tts.runtime.backends import BACKENDS
+
+AVX2_CPU = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+PROBE = """
+import logging
+import torch
+logging.basicConfig(level=logging.INFO)
+from awq_tts.runtime import available_backends
+from awq_tts.runtime.backends import BACKENDS
+print(available_backends("cpu"), BACKENDS["avx2"].unavailable(torch.device("cpu")))
+"""
+
+
+def _probe(kernel_dir, **env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", PROBE], text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            env={**os.environ, "AWQ_TTS_KERNEL_DIR": str(kernel_dir), **env})
+
+
+def test_without_a_compiler_auto_falls_back_to_int4pack_and_says_why(tmp_path):
+    out, err = _probe(tmp_path, CXX="/nowhere/c++").communicate(timeout=120)
+    assert out.strip() == ("['int4pack', 'dequant'] no C++ compiler (/nowhere/c++) on PATH to "
+                           "build awq_gemv_avx2.cpp"), err
+    assert not list(tmp_path.glob("*.so"))
+
+
+@pytest.mark.skipif(not AVX2_CPU, reason="this CPU has no AVX2")
+@pytest.mark.skipif(BACKENDS["avx2"].unavailable(torch.device("cpu")) is not None,
+                    reason="the AVX2 kernel does not build on this machine")
+def test_two_runs_at_once_build_once_and_a_killed_builds_debris_goes(tmp_path):
+    from awq_tts.runtime.backends.native import SOURCES, _library_name
+
+    name = _library_name(SOURCES / "awq_gemv_avx2.cpp")
+    debris = tmp_path / f".{name}.k1ll3d"
+    debris.write_bytes(b"\x7fELF half a library")
+    runs = [_probe(tmp_path), _probe(tmp_path)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    for out, err in outputs:
+        assert out.strip() == "['avx2', 'int4pack', 'dequant'] None", err
+    assert sum("building awq_gemv_avx2.cpp" in err for _, err in outputs) == 1
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".build")] == [name]
