@@ -30,10 +30,13 @@ def _probe(kernel_dir, **env) -> subprocess.Popen:
                             env={**os.environ, "AWQ_TTS_KERNEL_DIR": str(kernel_dir), **env})
 
 
-def test_without_a_compiler_auto_falls_back_to_int4pack_and_says_why(tmp_path):
-    out, err = _probe(tmp_path, CXX="/nowhere/c++").communicate(timeout=120)
-    assert out.strip() == ("['int4pack', 'dequant'] no C++ compiler (/nowhere/c++) on PATH to "
-                           "build awq_gemv_avx2.cpp"), err
+@pytest.mark.parametrize("env, reason", [
+    ({"CXX": "/nowhere/c++"}, "no C++ compiler (/nowhere/c++) on PATH to build awq_gemv_avx2.cpp"),
+    ({"AWQ_TTS_NATIVE": "0"}, "the project's C++ kernels are off (AWQ_TTS_NATIVE=0)"),
+], ids=["no-compiler", "switched-off"])
+def test_without_the_kernel_auto_falls_back_to_int4pack_and_says_why(tmp_path, env, reason):
+    out, err = _probe(tmp_path, **env).communicate(timeout=120)
+    assert out.strip() == f"['int4pack', 'dequant'] {reason}", err
     assert not list(tmp_path.glob("*.so"))
 
 

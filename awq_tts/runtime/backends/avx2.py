@@ -73,11 +73,9 @@ class Avx2(Backend):
 
     def forward(self, layer, x: torch.Tensor) -> torch.Tensor:
         out = torch.ops.awq_tts.gemm_avx2(flatten(x, layer.in_features), layer.kernel_weight,
-                                          layer.kernel_scales, layer.kernel_zeros,
+                                          layer.kernel_scales, layer.kernel_zeros, layer.bias,
                                           layer.group_size)
-        if layer.bias is not None:
-            out = out + layer.bias.float()
-        return out.to(x.dtype).reshape(*x.shape[:-1], layer.out_features)
+        return out.reshape(*x.shape[:-1], layer.out_features)
 
     def restore_qweight(self, layer) -> torch.Tensor:
         weight = layer.kernel_weight.view(-1, layer.in_features // 8, 4, 8, 2, 2)

@@ -10,6 +10,8 @@ load that file directly.
   crash never leaves a lock behind) and the second one loads what the first built.
 * **Killed builds** write into a private temporary name and ``os.replace`` the library into
   place only when the compiler succeeded, so a half-written library is never loaded.
+* **Off switch:** ``AWQ_TTS_NATIVE=0`` makes every such kernel unavailable (nothing is
+  built; ``auto`` takes torch's kernels).
 * **No compiler, or a failed build**, is not an error here: :func:`load_kernel` returns the
   reason, and the backend that needs the kernel says it is unavailable with that reason.
 """
@@ -94,6 +96,8 @@ def _build(source: Path, target: Path) -> str | None:
 @functools.cache
 def load_kernel(name: str) -> str | None:
     """Build (once per machine) and load ``csrc/NAME.cpp``; the reason it cannot, or ``None``."""
+    if os.environ.get("AWQ_TTS_NATIVE") == "0":
+        return "the project's C++ kernels are off (AWQ_TTS_NATIVE=0)"
     if sys.platform != "linux":
         return "the project's C++ kernels are built on Linux only"
     source = SOURCES / f"{name}.cpp"

@@ -12,6 +12,8 @@
 // col = 32 b + 8 c + i. So (lane >> 4j) & 0xF gives, in 16-bit lanes, the pairs
 // (q[col, k0 + 2j], q[col, k0 + 2j + 1]) that _mm256_madd_epi16 multiplies with a broadcast
 // pair of activations: 64 multiply-adds from one 32-byte load, six ALU ops, four madds.
+// Each thread streams its blocks front to back and prefetches 1 KiB ahead (a talker step's
+// 0.7 GB of weights comes from DRAM: 20% faster than the hardware prefetcher alone).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -21,10 +23,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 namespace {
 
-constexpr int64_t kBlock = 32, kChunk = 8;
+constexpr int64_t kBlock = 32, kChunk = 8, kAhead = 1024;
 
 // R rows (xq: int16 [R, K], lda K) against one 32-column block; adds into out [R, N].
 template <int R>
@@ -38,6 +41,8 @@ void block(const int16_t* xq, const float* xscale, const int32_t* xqsum, int64_t
       for (int c = 0; c < 4; ++c) acc[r][c] = _mm256_setzero_si256();
     for (int64_t k0 = g * G; k0 < (g + 1) * G; k0 += kChunk) {
       const uint8_t* wc = w + k0 / kChunk * 128;
+      _mm_prefetch(reinterpret_cast<const char*>(wc + kAhead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(wc + kAhead + 64), _MM_HINT_T0);
       __m256i xb[R][4];
       for (int r = 0; r < R; ++r)
         for (int j = 0; j < 4; ++j) {
@@ -75,11 +80,10 @@ void block(const int16_t* xq, const float* xscale, const int32_t* xqsum, int64_t
   }
 }
 
-// Per row and group: int16 codes of x, their scale and their sum.
-void quantize_rows(const float* x, int64_t M, int64_t K, int64_t G, int16_t* xq,
-                   float* xscale, int32_t* xqsum) {
-  const int64_t groups = K / G;
-  for (int64_t i = 0; i < M * groups; ++i) {
+// Per row and group (groups i0..i1 of all rows): int16 codes of x, their scale and sum.
+void quantize_groups(const float* x, int64_t i0, int64_t i1, int64_t G, int16_t* xq,
+                     float* xscale, int32_t* xqsum) {
+  for (int64_t i = i0; i < i1; ++i) {
     const float* xg = x + i * G;
     float top = 0.f;
     for (int64_t k = 0; k < G; ++k) top = std::fmax(top, std::fabs(xg[k]));
@@ -96,9 +100,9 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int64_t G, int16_t* xq,
 }
 
 // x: [M, K] any float dtype; w: [N / 32, K / 8, 128] uint8; scales: [K / G, N] float32;
-// zeros: [K / G, N] int32 -> [M, N] float32.
+// zeros: [K / G, N] int32; bias: [N] or none -> [M, N] in x's dtype (bias added in float32).
 at::Tensor gemm(const at::Tensor& x_in, const at::Tensor& w, const at::Tensor& scales,
-                const at::Tensor& zeros, int64_t G) {
+                const at::Tensor& zeros, const std::optional<at::Tensor>& bias, int64_t G) {
   TORCH_CHECK(x_in.dim() == 2 && w.dim() == 3 && w.size(2) == 128, "awq_gemv_avx2: bad shapes");
   TORCH_CHECK(w.scalar_type() == at::kByte && scales.scalar_type() == at::kFloat &&
                   zeros.scalar_type() == at::kInt && G % kChunk == 0,
@@ -111,8 +115,10 @@ at::Tensor gemm(const at::Tensor& x_in, const at::Tensor& w, const at::Tensor& s
   at::Tensor xq = at::empty({M, K}, x.options().dtype(at::kShort));
   at::Tensor xscale = at::empty({M, groups}, x.options());
   at::Tensor xqsum = at::empty({M, groups}, x.options().dtype(at::kInt));
-  quantize_rows(x.data_ptr<float>(), M, K, G, xq.data_ptr<int16_t>(),
-                xscale.data_ptr<float>(), xqsum.data_ptr<int32_t>());
+  at::parallel_for(0, M * groups, 64, [&](int64_t i0, int64_t i1) {
+    quantize_groups(x.data_ptr<float>(), i0, i1, G, xq.data_ptr<int16_t>(),
+                    xscale.data_ptr<float>(), xqsum.data_ptr<int32_t>());
+  });
   at::Tensor out = at::zeros({M, N}, x.options());
   const int16_t* qp = xq.data_ptr<int16_t>();
   const float *xs = xscale.data_ptr<float>(), *sp = scales.data_ptr<float>();
@@ -131,13 +137,14 @@ at::Tensor gemm(const at::Tensor& x_in, const at::Tensor& w, const at::Tensor& s
                  b * kBlock, op + m * N);
     }
   });
-  return out;
+  if (bias.has_value()) out.add_(bias->to(at::kFloat));
+  return out.scalar_type() == x_in.scalar_type() ? out : out.to(x_in.scalar_type());
 }
 
 }  // namespace
 
 TORCH_LIBRARY(awq_tts, m) {
-  m.def("gemm_avx2(Tensor x, Tensor w, Tensor scales, Tensor zeros, int group) -> Tensor");
+  m.def("gemm_avx2(Tensor x, Tensor w, Tensor scales, Tensor zeros, Tensor? bias, int group) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(awq_tts, CPU, m) { m.impl("gemm_avx2", gemm); }
