@@ -31,8 +31,8 @@ def _probe(kernel_dir, **env) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("env, reason", [
-    ({"CXX": "/nowhere/c++"}, "no C++ compiler (/nowhere/c++) on PATH to build awq_gemv_avx2.cpp"),
-    ({"AWQ_TTS_NATIVE": "0"}, "the project's C++ kernels are off (AWQ_TTS_NATIVE=0)"),
+    ({"CC": "/nowhere/cc"}, "no C compiler (/nowhere/cc) on PATH to build awq_gemm_avx2.c"),
+    ({"AWQ_TTS_NATIVE": "0"}, "the project's C kernels are off (AWQ_TTS_NATIVE=0)"),
 ], ids=["no-compiler", "switched-off"])
 def test_without_the_kernel_auto_falls_back_to_int4pack_and_says_why(tmp_path, env, reason):
     out, err = _probe(tmp_path, **env).communicate(timeout=120)
@@ -44,14 +44,14 @@ def test_without_the_kernel_auto_falls_back_to_int4pack_and_says_why(tmp_path, e
 @pytest.mark.skipif(BACKENDS["avx2"].unavailable(torch.device("cpu")) is not None,
                     reason="the AVX2 kernel does not build on this machine")
 def test_two_runs_at_once_build_once_and_a_killed_builds_debris_goes(tmp_path):
-    from awq_tts.runtime.backends.native import SOURCES, _library_name
+    from awq_tts.runtime.backends.native import SOURCES, library_name
 
-    name = _library_name(SOURCES / "awq_gemv_avx2.cpp")
+    name = library_name(SOURCES / "awq_gemm_avx2.c")
     debris = tmp_path / f".{name}.k1ll3d"
     debris.write_bytes(b"\x7fELF half a library")
     runs = [_probe(tmp_path), _probe(tmp_path)]
     outputs = [run.communicate(timeout=300) for run in runs]
     for out, err in outputs:
         assert out.strip() == "['avx2', 'int4pack', 'dequant'] None", err
-    assert sum("building awq_gemv_avx2.cpp" in err for _, err in outputs) == 1
+    assert sum("building awq_gemm_avx2.c" in err for _, err in outputs) == 1
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".build")] == [name]

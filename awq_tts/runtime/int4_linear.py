@@ -3,10 +3,11 @@
 The module's state dict is AutoAWQ's ``WQLinear_GEMM`` (``qweight``, ``qzeros``, ``scales``,
 optional ``bias``; see ``awq_tts.format.packing``), so checkpoints are interchangeable.
 What runs the matmul is a backend (``awq_tts.runtime.backends``), prepared once by
-:meth:`Int4Linear.use_backend` for the device the layer lives on: torch's int4 kernel,
-AutoAWQ's GEMM, or exact dequantization (the default until a backend is chosen, and the
-reference). A backend that keeps its own weight layout frees ``qweight`` and restores it
-bit-exactly whenever a state dict is taken, so saving and ``inspect`` keep working.
+:meth:`Int4Linear.use_backend` for the device the layer lives on: this project's AVX2
+kernel, torch's int4 kernel, AutoAWQ's GEMM, or exact dequantization (the default until a
+backend is chosen, and the reference). A backend that keeps its own weight layout frees
+``qweight`` and restores it bit-exactly whenever a state dict is taken, so saving and
+``inspect`` keep working.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Int4Linear(nn.Module):
         return dequantize_gemm(self.packed()).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != self.scales.device.type:
+        if x.is_cuda != self._buffers["scales"].is_cuda:    # dict read: a step makes 196 calls
             raise RuntimeError(f"Int4Linear on {self.scales.device} got input on {x.device}; "
                                f"load the model on the device you run it on "
                                f"(awq_tts.load(..., device=...))")

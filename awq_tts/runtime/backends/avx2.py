@@ -3,41 +3,62 @@
 torch's CPU int4 kernel (``int4pack``) is compute-bound on AVX2 machines: it turns every
 nibble into a float before a float multiply-add, so at batch 1 a talker step gains only
 about 1.6× over bf16 although the weights are 3.8× smaller. This kernel
-(``csrc/awq_gemv_avx2.cpp``) quantizes the activations per row and group of 128 to int16
-(scale ``max|x| / 32767``) and multiplies nibble pairs with ``_mm256_madd_epi16``: 64
-multiply-adds per 32-byte load, no float conversion in the inner loop. Each group's dot
-product is exact in int32 and the zero point is applied in integers::
+(``csrc/awq_gemm_avx2.c``: plain C with OpenMP, called through ctypes) quantizes the
+activations per row and group to int16 (scale ``max|x| / 32767``) and multiplies nibble
+pairs with ``_mm256_madd_epi16``: 64 multiply-adds per 32-byte load, no float conversion
+in the inner loop. Each group's dot product is exact in int32 and the zero point is
+applied in integers::
 
     out[n] = Σ_g  s[g,n] · xscale[g] · (Σ_{k∈g} xq[k]·q[n,k] − zp[g,n] · Σ_{k∈g} xq[k])
 
 which is AWQ's ``(q − zp) · s`` regrouped. The one approximation is the int16 activation,
 off by at most 2^-16 of its group's largest input: 256× finer than the bf16 rounding the
 talker's activations already carry. Measured on this project's tests: relative error
-against ``dequant`` ≤ 4e-5 for float32 callers and bf16 output rounding (≤ 1.5e-2) for
-bf16 callers; teacher-forced talker-logit KL against ``dequant`` below 1e-3 on the
-trained tiny model (``tests/test_backends.py``).
+against ``dequant`` ≤ 4e-5 per linear for float32 callers (5e-5 on the tiny talker's
+logits, where ``int4pack`` gives 8e-7) and bf16 output rounding for bf16 callers;
+teacher-forced talker-logit KL against ``dequant`` below 1e-3 on the trained tiny model
+(``tests/test_backends.py``).
 
-Speed (``benchmarks/decode.py``, 2-core AMD EPYC, full 1.7B shapes, batch 1): talker step
-2.5× faster than bf16 where ``int4pack`` is 1.6×; prefill rows go two at a time through
-each block, blocks of 32 output columns are spread over torch's threads.
+Speed (``benchmarks/decode.py``, 2-core AMD EPYC, full 1.7B shapes, batch 1): a talker
+step 2.3–2.5× faster than bf16 where ``int4pack`` gives 1.6×. Prefill rows go two at a
+time through each block; blocks of 32 output columns are spread over torch's thread
+count (``torch.get_num_threads()`` at each call).
 
-The kernel is compiled once per machine on first use (:mod:`.native`); without a C++
-compiler, off Linux, or on a CPU without AVX2 the backend reports itself unavailable and
-``auto`` goes on to ``int4pack``. Layout: blocks of 32 columns × chunks of 8 inputs, each
-chunk 4 × 32 bytes; a 16-bit lane ``2i + p`` holds ``q[col_i, k + 2j + p] << 4j`` for
-``j = 0..3`` (see the C++ file). :meth:`Avx2.restore_qweight` inverts it exactly.
+The kernel is compiled once per machine on first use (:mod:`.native`, about a second);
+without a C compiler, off Linux, or on a CPU without AVX2 the backend reports itself
+unavailable and ``auto`` goes on to ``int4pack``. Layout: blocks of 32 columns × chunks of
+8 inputs, each chunk 4 × 32 bytes; a 16-bit lane ``2i + p`` holds ``q[col_i, k + 2j + p]
+<< 4j`` for ``j = 0..3`` (see the C file). :meth:`Avx2.restore_qweight` inverts it exactly.
 """
 
 from __future__ import annotations
+
+import ctypes
+import functools
 
 import torch
 
 from ...errors import UsageError
 from ...format.packing import pack_int4, unpack_int4
-from .base import Backend, flatten
+from .base import Backend
 from .native import load_kernel
 
 BLOCK = 32
+#: The C function's dtype codes; other callers run in float32.
+DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+_ARGS = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+         ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
+
+
+@functools.cache
+def _kernel():
+    library, reason = load_kernel("awq_gemm_avx2")
+    if library is None:
+        return None, reason
+    fn = library.awq_gemm_avx2
+    fn.argtypes, fn.restype = _ARGS, ctypes.c_int
+    return fn, None
 
 
 class Avx2(Backend):
@@ -50,12 +71,13 @@ class Avx2(Backend):
         capability = torch.backends.cpu.get_cpu_capability()
         if capability not in ("AVX2", "AVX512"):
             return f"this CPU has no AVX2 (torch reports {capability})"
-        return load_kernel("awq_gemv_avx2")
+        return _kernel()[1]
 
     def unfit(self, layer) -> str | None:
-        if layer.out_features % BLOCK:
-            return f"shape {layer.in_features}→{layer.out_features} (needs out_features " \
-                   f"divisible by {BLOCK})"
+        if layer.out_features % BLOCK or layer.group_size % 8:
+            return (f"shape {layer.in_features}→{layer.out_features} with group size "
+                    f"{layer.group_size} (needs out_features divisible by {BLOCK} and a group "
+                    f"size divisible by 8)")
         return super().unfit(layer)
 
     def prepare(self, layer, dtype: torch.dtype) -> None:
@@ -67,15 +89,29 @@ class Avx2(Backend):
         lanes = codes.view(n // BLOCK, 4, 8, k // 8, 4, 2).permute(0, 3, 1, 2, 5, 4)
         weight = (lanes[..., 0::2] | lanes[..., 1::2] << 4).reshape(n // BLOCK, k // 8, 128)
         del codes, lanes
-        layer.set_kernel_tensors(weight=weight.contiguous(),
-                                 scales=layer.scales.float().contiguous(),
-                                 zeros=unpack_int4(layer.qzeros, torch.int32).contiguous())
+        tensors = dict(weight=weight.contiguous(), scales=layer.scales.float().contiguous(),
+                       zeros=unpack_int4(layer.qzeros, torch.int32).contiguous())
+        if layer.bias is not None:
+            tensors["bias"] = layer.bias.float().contiguous()
+        layer.set_kernel_tensors(**tensors)
 
     def forward(self, layer, x: torch.Tensor) -> torch.Tensor:
-        out = torch.ops.awq_tts.gemm_avx2(flatten(x, layer.in_features), layer.kernel_weight,
-                                          layer.kernel_scales, layer.kernel_zeros, layer.bias,
-                                          layer.group_size)
-        return out.reshape(*x.shape[:-1], layer.out_features)
+        buffers = layer._buffers              # one dict read each: nn.Module's lookup is slow
+        x2 = x.reshape(-1, x.shape[-1])
+        if x2.dtype not in DTYPES:
+            x2 = x2.float()
+        x2 = x2.contiguous()
+        out = torch.empty(x2.shape[0], layer.out_features, dtype=x2.dtype)
+        bias = buffers.get("kernel_bias")
+        code = DTYPES[x2.dtype]
+        failed = _kernel()[0](
+            x2.data_ptr(), code, x2.shape[0], x2.shape[1], buffers["kernel_weight"].data_ptr(),
+            buffers["kernel_scales"].data_ptr(), buffers["kernel_zeros"].data_ptr(),
+            None if bias is None else bias.data_ptr(), layer.out_features, layer.group_size,
+            out.data_ptr(), code, torch.get_num_threads())
+        if failed:
+            raise MemoryError("the avx2 INT4 kernel could not allocate its activation buffers")
+        return out.to(x.dtype).view(*x.shape[:-1], layer.out_features)
 
     def restore_qweight(self, layer) -> torch.Tensor:
         weight = layer.kernel_weight.view(-1, layer.in_features // 8, 4, 8, 2, 2)

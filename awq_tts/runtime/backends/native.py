@@ -1,15 +1,17 @@
-"""Build and load the project's C++ kernels once per machine, never in a broken state.
+"""Build and load the project's C kernels once per machine, never in a broken state.
 
-A kernel source in ``csrc/`` is compiled with the machine's C++ compiler against the
-installed torch's headers (no ninja, no ``torch.utils.cpp_extension``, about 15 s on two
-cores) into a shared library named by the hash of the source, torch's version and the
-flags, under ``$AWQ_TTS_KERNEL_DIR`` (default ``~/.cache/awq_tts/kernels``). Later runs
-load that file directly.
+A kernel source in ``csrc/`` is plain C with OpenMP and no torch headers, so it builds in
+about a second with the machine's C compiler (``$CC``, default ``cc``) and does not depend
+on torch's C++ ABI. The shared library is named by the hash of the source and the flags,
+under ``$AWQ_TTS_KERNEL_DIR`` (default ``~/.cache/awq_tts/kernels``); later runs load that
+file directly, through ctypes. Its OpenMP runtime is the ``libgomp`` torch has already
+loaded, so it shares torch's threads.
 
 * **Concurrent runs** wait on an ``flock`` (released by the kernel if a run is killed, so a
   crash never leaves a lock behind) and the second one loads what the first built.
 * **Killed builds** write into a private temporary name and ``os.replace`` the library into
-  place only when the compiler succeeded, so a half-written library is never loaded.
+  place only when the compiler succeeded, so a half-written library is never loaded; the
+  next build removes a killed one's leftovers.
 * **Off switch:** ``AWQ_TTS_NATIVE=0`` makes every such kernel unavailable (nothing is
   built; ``auto`` takes torch's kernels).
 * **No compiler, or a failed build**, is not an error here: :func:`load_kernel` returns the
@@ -18,23 +20,22 @@ load that file directly.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
-
-import torch
 
 log = logging.getLogger("awq_tts")
 
 SOURCES = Path(__file__).parent / "csrc"
-FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-DNDEBUG")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-DNDEBUG")
 
 
 def kernel_dir() -> Path:
@@ -46,27 +47,17 @@ def kernel_dir() -> Path:
     return Path(cache) / "awq_tts" / "kernels"
 
 
-def _command(source: Path, target: Path, compiler: str) -> list[str]:
-    root = Path(torch.__file__).parent
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    return [compiler, *FLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-            "-isystem", str(root / "include"),
-            "-isystem", str(root / "include" / "torch" / "csrc" / "api" / "include"),
-            "-isystem", sysconfig.get_paths()["include"],
-            str(source), "-o", str(target),
-            f"-L{root / 'lib'}", "-lc10", "-ltorch_cpu", "-ltorch", f"-Wl,-rpath,{root / 'lib'}"]
-
-
-def _library_name(source: Path) -> str:
+def library_name(source: Path) -> str:
+    """The built library's file name: the source's stem and a hash of what it is built from."""
     digest = hashlib.sha256(source.read_bytes())
-    digest.update(f"{torch.__version__}|{sys.version_info[:2]}|{FLAGS}".encode())
+    digest.update(f"{platform.machine()}|{FLAGS}".encode())
     return f"{source.stem}-{digest.hexdigest()[:16]}.so"
 
 
 def _build(source: Path, target: Path) -> str | None:
-    compiler = os.environ.get("CXX", "c++")
+    compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler) is None:
-        return f"no C++ compiler ({compiler}) on PATH to build {source.name}"
+        return f"no C compiler ({compiler}) on PATH to build {source.name}"
     import fcntl
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -76,12 +67,12 @@ def _build(source: Path, target: Path) -> str | None:
             return None
         for debris in target.parent.glob(f".{target.name}.*"):   # a killed build's
             debris.unlink(missing_ok=True)
-        log.info("awq-tts: building %s once for this machine (about 15 s)", source.name)
+        log.info("awq-tts: building %s once for this machine", source.name)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         os.close(fd)
         try:
-            done = subprocess.run(_command(source, Path(tmp), compiler), capture_output=True,
-                                  text=True)
+            done = subprocess.run([compiler, *FLAGS, str(source), "-o", tmp, "-lm"],
+                                  capture_output=True, text=True)
             if done.returncode != 0:
                 first = next((line for line in done.stderr.splitlines() if "error" in line),
                              done.stderr.strip()[-200:])
@@ -94,20 +85,20 @@ def _build(source: Path, target: Path) -> str | None:
 
 
 @functools.cache
-def load_kernel(name: str) -> str | None:
-    """Build (once per machine) and load ``csrc/NAME.cpp``; the reason it cannot, or ``None``."""
+def load_kernel(name: str) -> tuple[ctypes.CDLL | None, str | None]:
+    """``csrc/NAME.c`` built (once per machine) and loaded: ``(library, None)``, or
+    ``(None, why it cannot be)``."""
     if os.environ.get("AWQ_TTS_NATIVE") == "0":
-        return "the project's C++ kernels are off (AWQ_TTS_NATIVE=0)"
+        return None, "the project's C kernels are off (AWQ_TTS_NATIVE=0)"
     if sys.platform != "linux":
-        return "the project's C++ kernels are built on Linux only"
-    source = SOURCES / f"{name}.cpp"
-    target = kernel_dir() / _library_name(source)
+        return None, "the project's C kernels are built on Linux only"
+    source = SOURCES / f"{name}.c"
+    target = kernel_dir() / library_name(source)
     try:
         if not target.exists():
             reason = _build(source, target)
             if reason is not None:
-                return reason
-        torch.ops.load_library(str(target))
+                return None, reason
+        return ctypes.CDLL(str(target)), None
     except OSError as exc:
-        return f"could not build or load {source.name}: {exc}"
-    return None
+        return None, f"could not build or load {source.name}: {exc}"

@@ -1,0 +1,162 @@
+/* AWQ INT4 matmul for x86 CPUs with AVX2: integer dot products, weights streamed as nibbles.
+ *
+ * Plain C with OpenMP, no torch headers: it compiles in about a second, and torch's
+ * tensors reach it as pointers (awq_tts/runtime/backends/avx2.py, through ctypes).
+ *
+ * Activations are quantized per row and per group of G inputs to int16 with the scale
+ * max|x| / 32767 (error at most 2^-16 of the group's largest input, far below the bf16
+ * rounding the talker's activations already carry). Each group's dot product is then
+ * exact in int32, and the AWQ zero point is applied in integers:
+ *   out[n] += s[g, n] * xscale[g] * (sum_k xq[k] q[n, k] - zp[g, n] * sum_k xq[k]).
+ *
+ * Layout (prepared by avx2.py): output columns in blocks of 32, each block in chunks of 8
+ * inputs, each chunk as 4 sub-blocks of 8 columns x 16 uint16 lanes. Lane 2i + p of
+ * sub-block c holds q[col, k0 + 2j + p] << 4j for j = 0..3, with col = 32 b + 8 c + i. So
+ * (lane >> 4j) & 0xF gives, in 16-bit lanes, the pairs (q[col, k0 + 2j], q[col, k0 + 2j + 1])
+ * that _mm256_madd_epi16 multiplies with a broadcast pair of activations: 64 multiply-adds
+ * from one 32-byte load, six ALU ops and four madds. Each thread streams its blocks front
+ * to back and prefetches 1 KiB ahead (a talker step's 0.7 GB of weights comes from DRAM:
+ * 20% faster than the hardware prefetcher alone).
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOCK 32
+#define CHUNK 8
+#define AHEAD 1024
+
+enum { F32 = 0, BF16 = 1 };
+
+static inline float load_x(const void *x, int dtype, int64_t i) {
+  if (dtype == F32) return ((const float *)x)[i];
+  uint32_t bits = (uint32_t)((const uint16_t *)x)[i] << 16;
+  float v;
+  memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+/* Round-to-nearest-even float32 -> bfloat16 (NaN kept a NaN). */
+static inline uint16_t to_bf16(float v) {
+  uint32_t bits;
+  memcpy(&bits, &v, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
+  return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* int16 codes, scale and code sum of group i (G inputs) of the flattened rows of x. */
+static void quantize_group(const void *x, int dtype, int64_t i, int64_t G, int16_t *xq,
+                           float *xscale, int32_t *xqsum) {
+  float top = 0.f;
+  for (int64_t k = 0; k < G; ++k) top = fmaxf(top, fabsf(load_x(x, dtype, i * G + k)));
+  const float inv = top > 0.f ? 32767.f / top : 0.f;
+  int32_t sum = 0;
+  for (int64_t k = 0; k < G; ++k) {
+    const int32_t v = (int32_t)lrintf(load_x(x, dtype, i * G + k) * inv);
+    xq[i * G + k] = (int16_t)v;
+    sum += v;
+  }
+  xscale[i] = top / 32767.f;
+  xqsum[i] = sum;
+}
+
+/* R rows (xq: [R, K]) against one 32-column block; adds into acc_out [R, N] (float32). */
+#define DEFINE_BLOCK(R)                                                                        \
+  static void block_##R(const int16_t *xq, const float *xscale, const int32_t *xqsum,         \
+                        int64_t K, int64_t groups, int64_t G, const uint8_t *w,                \
+                        const float *s, const int32_t *zp, int64_t N, int64_t col,             \
+                        float *out) {                                                          \
+    const __m256i mask = _mm256_set1_epi16(0x000F);                                            \
+    for (int64_t g = 0; g < groups; ++g) {                                                     \
+      __m256i acc[R][4];                                                                       \
+      for (int r = 0; r < R; ++r)                                                              \
+        for (int c = 0; c < 4; ++c) acc[r][c] = _mm256_setzero_si256();                        \
+      for (int64_t k0 = g * G; k0 < (g + 1) * G; k0 += CHUNK) {                                \
+        const uint8_t *wc = w + k0 / CHUNK * 128;                                              \
+        _mm_prefetch((const char *)(wc + AHEAD), _MM_HINT_T0);                                 \
+        _mm_prefetch((const char *)(wc + AHEAD + 64), _MM_HINT_T0);                            \
+        __m256i xb[R][4];                                                                      \
+        for (int r = 0; r < R; ++r)                                                            \
+          for (int j = 0; j < 4; ++j) {                                                        \
+            int32_t pair;                                                                      \
+            memcpy(&pair, xq + r * K + k0 + 2 * j, sizeof pair);                               \
+            xb[r][j] = _mm256_set1_epi32(pair);                                                \
+          }                                                                                    \
+        for (int c = 0; c < 4; ++c) {                                                          \
+          const __m256i v = _mm256_loadu_si256((const __m256i *)(wc + 32 * c));                \
+          const __m256i q0 = _mm256_and_si256(v, mask);                                        \
+          const __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);                  \
+          const __m256i q2 = _mm256_and_si256(_mm256_srli_epi16(v, 8), mask);                  \
+          const __m256i q3 = _mm256_srli_epi16(v, 12);                                         \
+          for (int r = 0; r < R; ++r) {                                                        \
+            __m256i a = _mm256_add_epi32(_mm256_madd_epi16(q0, xb[r][0]),                      \
+                                         _mm256_madd_epi16(q1, xb[r][1]));                     \
+            a = _mm256_add_epi32(a, _mm256_add_epi32(_mm256_madd_epi16(q2, xb[r][2]),          \
+                                                     _mm256_madd_epi16(q3, xb[r][3])));        \
+            acc[r][c] = _mm256_add_epi32(acc[r][c], a);                                        \
+          }                                                                                    \
+        }                                                                                      \
+      }                                                                                        \
+      for (int c = 0; c < 4; ++c) {                                                            \
+        const int64_t n = col + 8 * c;                                                         \
+        const __m256i z = _mm256_loadu_si256((const __m256i *)(zp + g * N + n));               \
+        const __m256 sc = _mm256_loadu_ps(s + g * N + n);                                      \
+        for (int r = 0; r < R; ++r) {                                                          \
+          const __m256i dot = _mm256_sub_epi32(                                                \
+              acc[r][c], _mm256_mullo_epi32(z, _mm256_set1_epi32(xqsum[r * groups + g])));    \
+          const __m256 scale = _mm256_mul_ps(sc, _mm256_set1_ps(xscale[r * groups + g]));     \
+          float *o = out + r * N + n;                                                          \
+          _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale,                  \
+                                              _mm256_loadu_ps(o)));                            \
+        }                                                                                      \
+      }                                                                                        \
+    }                                                                                          \
+  }
+
+DEFINE_BLOCK(1)
+DEFINE_BLOCK(2)
+
+/* out[M, N] (dtype: 0 float32, 1 bfloat16) = x[M, K] (same dtypes) times the AWQ weight
+ * w [N/32, K/8, 128] with scales and zero points [K/G, N] (float32, int32), plus bias [N]
+ * (float32, may be NULL), on `threads` OpenMP threads. Returns 0, or -1 when out of memory. */
+int awq_gemm_avx2(const void *x, int x_dtype, int64_t M, int64_t K, const uint8_t *w,
+                  const float *scales, const int32_t *zeros, const float *bias, int64_t N,
+                  int64_t G, void *out, int out_dtype, int threads) {
+  const int64_t groups = K / G, blocks = N / BLOCK;
+  int16_t *xq = malloc(sizeof(int16_t) * M * K);
+  float *xscale = malloc(sizeof(float) * M * groups);
+  int32_t *xqsum = malloc(sizeof(int32_t) * M * groups);
+  float *acc = out_dtype == F32 ? (float *)out : malloc(sizeof(float) * M * N);
+  if (!xq || !xscale || !xqsum || !acc) {
+    free(xq), free(xscale), free(xqsum);
+    if (acc != out) free(acc);
+    return -1;
+  }
+#pragma omp parallel for num_threads(threads) schedule(static) if (M * groups > 64)
+  for (int64_t i = 0; i < M * groups; ++i) quantize_group(x, x_dtype, i, G, xq, xscale, xqsum);
+  memset(acc, 0, sizeof(float) * M * N);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t *wb = w + b * (K / 2) * BLOCK;
+    int64_t m = 0;
+    for (; m + 2 <= M; m += 2)
+      block_2(xq + m * K, xscale + m * groups, xqsum + m * groups, K, groups, G, wb, scales,
+              zeros, N, b * BLOCK, acc + m * N);
+    for (; m < M; ++m)
+      block_1(xq + m * K, xscale + m * groups, xqsum + m * groups, K, groups, G, wb, scales,
+              zeros, N, b * BLOCK, acc + m * N);
+    for (int64_t r = 0; r < M; ++r) {
+      float *row = acc + r * N + b * BLOCK;
+      if (bias)
+        for (int i = 0; i < BLOCK; ++i) row[i] += bias[b * BLOCK + i];
+      if (out_dtype == BF16)
+        for (int i = 0; i < BLOCK; ++i)
+          ((uint16_t *)out)[r * N + b * BLOCK + i] = to_bf16(row[i]);
+    }
+  }
+  free(xq), free(xscale), free(xqsum);
+  if (acc != out) free(acc);
+  return 0;
+}
