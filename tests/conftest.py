@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 #: The INT4 kernel ``auto`` picks on this CPU: the project's AVX2 kernel wherever it builds
-#: (built once per machine, here at collection), else torch's.
+#: (built once per machine, about a second), else torch's.
 CPU_BACKEND = get_backend("auto", "cpu").name
 
 #: Greedy decoding needs both switches (the sub-talker samples on its own otherwise).

@@ -66,6 +66,18 @@ def test_backend_matches_dequant(name, device, dtype, shape, bias):
 
 
 @pytest.mark.parametrize("name, device", BACKEND_CASES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_a_non_finite_input_poisons_its_row_and_only_its_row(name, device, bad):
+    """A diverging activation must show in the output, never turn into finite numbers."""
+    layer = _layer(768, 1024, bias=False).to(device)
+    layer.use_backend(BACKENDS[name], torch.bfloat16)
+    x = torch.randn(3, 1024, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    x[1, 300] = bad
+    out = layer(x.to(device)).float().cpu()
+    assert torch.isfinite(out[[0, 2]]).all() and not torch.isfinite(out[1]).any()
+
+
+@pytest.mark.parametrize("name, device", BACKEND_CASES)
 def test_backend_state_dict_is_autoawq(name, device):
     """Names, shapes, dtypes and bytes of the stored tensors survive any backend."""
     stored = _layer(768, 1024, bias=True).state_dict()

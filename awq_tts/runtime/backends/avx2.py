@@ -90,7 +90,7 @@ class Avx2(Backend):
         weight = (lanes[..., 0::2] | lanes[..., 1::2] << 4).reshape(n // BLOCK, k // 8, 128)
         del codes, lanes
         tensors = dict(weight=weight.contiguous(), scales=layer.scales.float().contiguous(),
-                       zeros=unpack_int4(layer.qzeros, torch.int32).contiguous())
+                       zeros=unpack_int4(layer.qzeros).contiguous())           # uint8
         if layer.bias is not None:
             tensors["bias"] = layer.bias.float().contiguous()
         layer.set_kernel_tensors(**tensors)

@@ -46,19 +46,26 @@ static inline uint16_t to_bf16(float v) {
   return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-/* int16 codes, scale and code sum of group i (G inputs) of the flattened rows of x. */
+/* int16 codes, scale and code sum of group i (G inputs) of the flattened rows of x. A group
+ * holding an infinity or a NaN gets a NaN scale, so it poisons its row's outputs the way a
+ * float matmul would, instead of becoming finite garbage. */
 static void quantize_group(const void *x, int dtype, int64_t i, int64_t G, int16_t *xq,
                            float *xscale, int32_t *xqsum) {
   float top = 0.f;
-  for (int64_t k = 0; k < G; ++k) top = fmaxf(top, fabsf(load_x(x, dtype, i * G + k)));
-  const float inv = top > 0.f ? 32767.f / top : 0.f;
+  int finite = 1;
+  for (int64_t k = 0; k < G; ++k) {
+    const float v = load_x(x, dtype, i * G + k);
+    finite &= isfinite(v) != 0;
+    top = fmaxf(top, fabsf(v));
+  }
+  const float inv = finite && top > 0.f ? 32767.f / top : 0.f;
   int32_t sum = 0;
   for (int64_t k = 0; k < G; ++k) {
     const int32_t v = (int32_t)lrintf(load_x(x, dtype, i * G + k) * inv);
-    xq[i * G + k] = (int16_t)v;
-    sum += v;
+    xq[i * G + k] = (int16_t)(finite ? v : 0);
+    sum += finite ? v : 0;
   }
-  xscale[i] = top / 32767.f;
+  xscale[i] = finite ? top / 32767.f : NAN;
   xqsum[i] = sum;
 }
 
@@ -66,7 +73,7 @@ static void quantize_group(const void *x, int dtype, int64_t i, int64_t G, int16
 #define DEFINE_BLOCK(R)                                                                        \
   static void block_##R(const int16_t *xq, const float *xscale, const int32_t *xqsum,         \
                         int64_t K, int64_t groups, int64_t G, const uint8_t *w,                \
-                        const float *s, const int32_t *zp, int64_t N, int64_t col,             \
+                        const float *s, const uint8_t *zp, int64_t N, int64_t col,             \
                         float *out) {                                                          \
     const __m256i mask = _mm256_set1_epi16(0x000F);                                            \
     for (int64_t g = 0; g < groups; ++g) {                                                     \
@@ -101,7 +108,8 @@ static void quantize_group(const void *x, int dtype, int64_t i, int64_t G, int16
       }                                                                                        \
       for (int c = 0; c < 4; ++c) {                                                            \
         const int64_t n = col + 8 * c;                                                         \
-        const __m256i z = _mm256_loadu_si256((const __m256i *)(zp + g * N + n));               \
+        const __m256i z =                                                                      \
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(zp + g * N + n)));          \
         const __m256 sc = _mm256_loadu_ps(s + g * N + n);                                      \
         for (int r = 0; r < R; ++r) {                                                          \
           const __m256i dot = _mm256_sub_epi32(                                                \
@@ -119,10 +127,10 @@ DEFINE_BLOCK(1)
 DEFINE_BLOCK(2)
 
 /* out[M, N] (dtype: 0 float32, 1 bfloat16) = x[M, K] (same dtypes) times the AWQ weight
- * w [N/32, K/8, 128] with scales and zero points [K/G, N] (float32, int32), plus bias [N]
+ * w [N/32, K/8, 128] with scales and zero points [K/G, N] (float32, uint8), plus bias [N]
  * (float32, may be NULL), on `threads` OpenMP threads. Returns 0, or -1 when out of memory. */
 int awq_gemm_avx2(const void *x, int x_dtype, int64_t M, int64_t K, const uint8_t *w,
-                  const float *scales, const int32_t *zeros, const float *bias, int64_t N,
+                  const float *scales, const uint8_t *zeros, const float *bias, int64_t N,
                   int64_t G, void *out, int out_dtype, int threads) {
   const int64_t groups = K / G, blocks = N / BLOCK;
   int16_t *xq = malloc(sizeof(int16_t) * M * K);
