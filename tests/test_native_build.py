@@ -3,23 +3,31 @@ clear fallback to torch's kernel where it cannot be built."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
+from awq_tts.errors import UsageError
+from awq_tts.runtime import available_backends
 from awq_tts.runtime.backends import BACKENDS
 
 AVX2_CPU = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 PROBE = """
-import logging
+import logging, sys
 import torch
 logging.basicConfig(level=logging.INFO)
 from awq_tts.runtime import available_backends
+from awq_tts.errors import UsageError
+from awq_tts.runtime import available_backends
 from awq_tts.runtime.backends import BACKENDS
+print("ready", file=sys.stderr, flush=True)
 print(available_backends("cpu"), BACKENDS["avx2"].unavailable(torch.device("cpu")))
 """
 
@@ -34,10 +42,20 @@ def _probe(kernel_dir, **env) -> subprocess.Popen:
     ({"CC": "/nowhere/cc"}, "no C compiler (/nowhere/cc) on PATH to build awq_gemm_avx2.c"),
     ({"AWQ_TTS_NATIVE": "0"}, "the project's C kernels are off (AWQ_TTS_NATIVE=0)"),
 ], ids=["no-compiler", "switched-off"])
-def test_without_the_kernel_auto_falls_back_to_int4pack_and_says_why(tmp_path, env, reason):
-    out, err = _probe(tmp_path, **env).communicate(timeout=120)
-    assert out.strip() == f"['int4pack', 'dequant'] {reason}", err
-    assert not list(tmp_path.glob("*.so"))
+def test_without_the_kernel_auto_falls_back_to_int4pack_and_says_why(tmp_path, monkeypatch,
+                                                                     env, reason):
+    from awq_tts.runtime.backends import avx2, get_backend, native
+
+    for key, value in {"AWQ_TTS_KERNEL_DIR": str(tmp_path), **env}.items():
+        monkeypatch.setenv(key, value)
+    # what this process would have found, had it started with that environment
+    found = native.load_kernel.__wrapped__("awq_gemm_avx2")
+    assert found == (None, reason) and not list(tmp_path.glob("*.so"))
+    monkeypatch.setattr(avx2, "_kernel", lambda: found)
+    assert available_backends("cpu") == ["int4pack", "dequant"]
+    assert get_backend("auto", "cpu").name == "int4pack"
+    with pytest.raises(UsageError, match=re.escape(f"backend 'avx2' cannot run on cpu: {reason}")):
+        get_backend("avx2", "cpu")
 
 
 @pytest.mark.skipif(not AVX2_CPU, reason="this CPU has no AVX2")
@@ -49,7 +67,14 @@ def test_two_runs_at_once_build_once_and_a_killed_builds_debris_goes(tmp_path):
     name = library_name(SOURCES / "awq_gemm_avx2.c")
     debris = tmp_path / f".{name}.k1ll3d"
     debris.write_bytes(b"\x7fELF half a library")
-    runs = [_probe(tmp_path), _probe(tmp_path)]
+    with open(tmp_path / ".build.lock", "w") as lock:     # both runs queue behind this
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runs = [_probe(tmp_path), _probe(tmp_path)]
+        for run in runs:
+            while run.stderr.readline().strip() != "ready":
+                assert run.poll() is None, run.communicate()
+        time.sleep(0.5)
+        fcntl.flock(lock, fcntl.LOCK_UN)
     outputs = [run.communicate(timeout=300) for run in runs]
     for out, err in outputs:
         assert out.strip() == "['avx2', 'int4pack', 'dequant'] None", err
