@@ -58,6 +58,17 @@ def test_without_the_kernel_auto_falls_back_to_int4pack_and_says_why(tmp_path, m
         get_backend("avx2", "cpu")
 
 
+def test_a_kernel_folder_that_cannot_be_made_is_a_reason_not_a_crash(tmp_path, monkeypatch,
+                                                                    caplog):
+    from awq_tts.runtime.backends import native
+
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("AWQ_TTS_KERNEL_DIR", str(tmp_path / "file" / "kernels"))
+    library, reason = native.load_kernel.__wrapped__("awq_gemm_avx2")
+    assert library is None and reason.startswith("could not build or load awq_gemm_avx2.c: ")
+    assert f"{reason}; torch's kernels run instead" in caplog.text
+
+
 @pytest.mark.skipif(not AVX2_CPU, reason="this CPU has no AVX2")
 @pytest.mark.skipif(BACKENDS["avx2"].unavailable(torch.device("cpu")) is not None,
                     reason="the AVX2 kernel does not build on this machine")

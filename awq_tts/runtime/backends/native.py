@@ -93,12 +93,17 @@ def load_kernel(name: str) -> tuple[ctypes.CDLL | None, str | None]:
     if sys.platform != "linux":
         return None, "the project's C kernels are built on Linux only"
     source = SOURCES / f"{name}.c"
-    target = kernel_dir() / library_name(source)
     try:
+        target = kernel_dir() / library_name(source)
         if not target.exists():
             reason = _build(source, target)
             if reason is not None:
-                return None, reason
+                return _unavailable(reason)
         return ctypes.CDLL(str(target)), None
     except OSError as exc:
-        return None, f"could not build or load {source.name}: {exc}"
+        return _unavailable(f"could not build or load {source.name}: {exc}")
+
+
+def _unavailable(reason: str) -> tuple[None, str]:
+    log.warning("awq-tts: %s; torch's kernels run instead (slower on a CPU)", reason)
+    return None, reason
