@@ -99,6 +99,16 @@ def test_auto_picks_the_fastest_cpu_kernel_and_says_so(tiny_base_awq):
     assert "qweight" not in kernel._buffers and "kernel_weight" in kernel._buffers
 
 
+@pytest.mark.skipif(CPU_AUTO != "avx2", reason="the avx2 kernel does not run here")
+def test_a_cast_avx2_layer_is_one_clear_error_not_a_crash():
+    """The C kernel reads raw pointers: half-precision scales must never reach it."""
+    layer = _layer(64, 256, bias=True)
+    layer.use_backend(BACKENDS["avx2"])
+    layer.half()
+    with pytest.raises(RuntimeError, match="moved or cast after loading"):
+        layer(torch.randn(1, 256))
+
+
 def test_loaded_model_still_saves_the_checkpoint_tensors(tiny_base_awq):
     from safetensors.torch import load_file
 

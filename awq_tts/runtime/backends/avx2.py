@@ -97,16 +97,23 @@ class Avx2(Backend):
 
     def forward(self, layer, x: torch.Tensor) -> torch.Tensor:
         buffers = layer._buffers              # one dict read each: nn.Module's lookup is slow
+        scales, bias = buffers["kernel_scales"], buffers.get("kernel_bias")
+        if not (x.is_cpu and scales.is_cpu and scales.dtype == torch.float32
+                and (bias is None or bias.dtype == torch.float32)):
+            # the C kernel reads raw pointers: a moved or cast layer must never reach it
+            raise RuntimeError(f"the avx2 INT4 kernel's tensors were moved or cast after "
+                               f"loading ({scales.device}, {scales.dtype}; input on "
+                               f"{x.device}); load the model with the device and dtype it "
+                               f"runs in (awq_tts.load(..., device=..., dtype=...))")
         x2 = x.reshape(-1, x.shape[-1])
         if x2.dtype not in DTYPES:
             x2 = x2.float()
         x2 = x2.contiguous()
         out = torch.empty(x2.shape[0], layer.out_features, dtype=x2.dtype)
-        bias = buffers.get("kernel_bias")
         code = DTYPES[x2.dtype]
         failed = _kernel()[0](
             x2.data_ptr(), code, x2.shape[0], x2.shape[1], buffers["kernel_weight"].data_ptr(),
-            buffers["kernel_scales"].data_ptr(), buffers["kernel_zeros"].data_ptr(),
+            scales.data_ptr(), buffers["kernel_zeros"].data_ptr(),
             None if bias is None else bias.data_ptr(), layer.out_features, layer.group_size,
             out.data_ptr(), code, torch.get_num_threads())
         if failed:
