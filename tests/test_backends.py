@@ -100,10 +100,11 @@ def test_auto_picks_the_fastest_cpu_kernel_and_says_so(tiny_base_awq):
 
 
 @pytest.mark.skipif(CPU_AUTO != "avx2", reason="the avx2 kernel does not run here")
-def test_a_cast_avx2_layer_is_one_clear_error_not_a_crash():
+def test_avx2_takes_no_rows_and_a_cast_layer_is_one_clear_error_not_a_crash():
     """The C kernel reads raw pointers: half-precision scales must never reach it."""
     layer = _layer(64, 256, bias=True)
     layer.use_backend(BACKENDS["avx2"])
+    assert layer(torch.randn(0, 256, dtype=torch.bfloat16)).shape == (0, 64)   # no rows
     layer.half()
     with pytest.raises(RuntimeError, match="moved or cast after loading"):
         layer(torch.randn(1, 256))

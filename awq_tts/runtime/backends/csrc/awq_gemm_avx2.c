@@ -133,6 +133,7 @@ int awq_gemm_avx2(const void *x, int x_dtype, int64_t M, int64_t K, const uint8_
                   const float *scales, const uint8_t *zeros, const float *bias, int64_t N,
                   int64_t G, void *out, int out_dtype, int threads) {
   const int64_t groups = K / G, blocks = N / BLOCK;
+  if (M == 0) return 0;
   int16_t *xq = malloc(sizeof(int16_t) * M * K);
   float *xscale = malloc(sizeof(float) * M * groups);
   int32_t *xqsum = malloc(sizeof(int32_t) * M * groups);
