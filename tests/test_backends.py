@@ -24,13 +24,14 @@ AVX2_TOLERANCE = {torch.float32: 4e-5, torch.bfloat16: 1.5e-2}
 CPU_AUTO = "avx2" if BACKENDS["avx2"].unavailable(torch.device("cpu")) is None else "int4pack"
 
 
-def _layer(out_features: int, in_features: int, bias: bool, seed: int = 0) -> Int4Linear:
+def _layer(out_features: int, in_features: int, bias: bool, seed: int = 0,
+           group: int = 128) -> Int4Linear:
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn(out_features, in_features, generator=gen) * 0.02
-    scales, zeros = numerics.compute_qparams(w, 128)
+    scales, zeros = numerics.compute_qparams(w, group)
     b = torch.randn(out_features, generator=gen) * 0.1 if bias else None
-    return Int4Linear.from_packed(pack_gemm(numerics.quantize(w, scales, zeros, 128), scales,
-                                            zeros, b), 128)
+    return Int4Linear.from_packed(pack_gemm(numerics.quantize(w, scales, zeros, group), scales,
+                                            zeros, b), group)
 
 
 def _cases(device: str):
@@ -97,6 +98,20 @@ def test_auto_picks_the_fastest_cpu_kernel_and_says_so(tiny_base_awq):
     assert f"backend={CPU_AUTO}" in repr(tts.model.talker.model.layers[0].mlp.down_proj)
     kernel = tts.model.talker.model.layers[0].mlp.down_proj
     assert "qweight" not in kernel._buffers and "kernel_weight" in kernel._buffers
+
+
+@pytest.mark.skipif(CPU_AUTO != "avx2", reason="the avx2 kernel does not run here")
+@pytest.mark.parametrize("group", [32, 64, 128, 256])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5])
+def test_avx2_every_group_size_and_row_count_matches_dequant(group, rows):
+    """The kernel's row pairs and single rows, and every group size it accepts."""
+    reference = _layer(96, 512, bias=False, seed=group, group=group)
+    layer = _layer(96, 512, bias=False, seed=group, group=group)
+    layer.use_backend(BACKENDS["avx2"])
+    x = torch.randn(rows, 512, generator=torch.Generator().manual_seed(rows)) * 3
+    want, got = reference(x), layer(x)
+    assert torch.linalg.norm(got - want) / torch.linalg.norm(want) < AVX2_TOLERANCE[torch.float32]
+    assert torch.equal(layer.awq_qweight(), reference.qweight)
 
 
 @pytest.mark.skipif(CPU_AUTO != "avx2", reason="the avx2 kernel does not run here")
