@@ -115,11 +115,13 @@ def test_avx2_every_group_size_and_row_count_matches_dequant(group, rows):
 
 
 @pytest.mark.skipif(CPU_AUTO != "avx2", reason="the avx2 kernel does not run here")
-def test_avx2_takes_no_rows_and_a_cast_layer_is_one_clear_error_not_a_crash():
-    """The C kernel reads raw pointers: half-precision scales must never reach it."""
+def test_avx2_takes_no_rows_and_a_wrong_shape_or_cast_is_one_clear_error_not_a_crash():
+    """The C kernel reads raw pointers: a wrong width or half-precision scales never reach it."""
     layer = _layer(64, 256, bias=True)
     layer.use_backend(BACKENDS["avx2"])
     assert layer(torch.randn(0, 256, dtype=torch.bfloat16)).shape == (0, 64)   # no rows
+    with pytest.raises(RuntimeError, match=r"of 256 inputs got an input of shape \(1, 100\)"):
+        layer(torch.randn(1, 100))
     layer.half()
     with pytest.raises(RuntimeError, match="moved or cast after loading"):
         layer(torch.randn(1, 256))

@@ -105,6 +105,9 @@ class Avx2(Backend):
                                f"loading ({scales.device}, {scales.dtype}; input on "
                                f"{x.device}); load the model with the device and dtype it "
                                f"runs in (awq_tts.load(..., device=..., dtype=...))")
+        if x.shape[-1] != layer.in_features:
+            raise RuntimeError(f"an INT4 linear of {layer.in_features} inputs got an input of "
+                               f"shape {tuple(x.shape)}")
         x2 = x.reshape(-1, x.shape[-1])
         if x2.dtype not in DTYPES:
             x2 = x2.float()
