@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import GREEDY
+from conftest import CPU_BACKEND, GREEDY
 
 from awq_tts.errors import UsageError
 from awq_tts.format.packing import pack_gemm
@@ -20,8 +20,6 @@ CUDA = torch.cuda.is_available()
 #: avx2.py: int16 activations, then the caller's output rounding).
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1.5e-2}
 AVX2_TOLERANCE = {torch.float32: 4e-5, torch.bfloat16: 1.5e-2}
-#: What ``auto`` must pick on this CPU: the project's kernel wherever it builds.
-CPU_AUTO = "avx2" if BACKENDS["avx2"].unavailable(torch.device("cpu")) is None else "int4pack"
 
 
 def _layer(out_features: int, in_features: int, bias: bool, seed: int = 0,
@@ -91,16 +89,16 @@ def test_backend_state_dict_is_autoawq(name, device):
 
 
 def test_auto_picks_the_fastest_cpu_kernel_and_says_so(tiny_base_awq):
-    assert available_backends("cpu") == [*(["avx2"] if CPU_AUTO == "avx2" else []),
+    assert available_backends("cpu") == [*(["avx2"] if CPU_BACKEND == "avx2" else []),
                                          "int4pack", "dequant"]
     tts = load(tiny_base_awq, device="cpu")
-    assert tts.awq_backend == backend_of(tts.model) == CPU_AUTO
-    assert f"backend={CPU_AUTO}" in repr(tts.model.talker.model.layers[0].mlp.down_proj)
+    assert tts.awq_backend == backend_of(tts.model) == CPU_BACKEND
+    assert f"backend={CPU_BACKEND}" in repr(tts.model.talker.model.layers[0].mlp.down_proj)
     kernel = tts.model.talker.model.layers[0].mlp.down_proj
     assert "qweight" not in kernel._buffers and "kernel_weight" in kernel._buffers
 
 
-@pytest.mark.skipif(CPU_AUTO != "avx2", reason="the avx2 kernel does not run here")
+@pytest.mark.skipif(CPU_BACKEND != "avx2", reason="the avx2 kernel does not run here")
 @pytest.mark.parametrize("group", [32, 64, 128, 256])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5])
 def test_avx2_every_group_size_and_row_count_matches_dequant(group, rows):
@@ -114,7 +112,7 @@ def test_avx2_every_group_size_and_row_count_matches_dequant(group, rows):
     assert torch.equal(layer.awq_qweight(), reference.qweight)
 
 
-@pytest.mark.skipif(CPU_AUTO != "avx2", reason="the avx2 kernel does not run here")
+@pytest.mark.skipif(CPU_BACKEND != "avx2", reason="the avx2 kernel does not run here")
 def test_avx2_takes_no_rows_and_a_wrong_shape_or_cast_is_one_clear_error_not_a_crash():
     """The C kernel reads raw pointers: a wrong width or half-precision scales never reach it."""
     layer = _layer(64, 256, bias=True)

@@ -11,21 +11,16 @@ import sys
 import time
 
 import pytest
-import torch
+from conftest import CPU_BACKEND
 
 from awq_tts.errors import UsageError
-from awq_tts.runtime import available_backends
-from awq_tts.runtime.backends import BACKENDS
-
-AVX2_CPU = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+from awq_tts.runtime import Int4Linear, available_backends
 
 PROBE = """
 import logging, sys
 import torch
 logging.basicConfig(level=logging.INFO)
-from awq_tts.runtime import available_backends
-from awq_tts.errors import UsageError
-from awq_tts.runtime import available_backends
+from awq_tts.runtime import Int4Linear, available_backends
 from awq_tts.runtime.backends import BACKENDS
 print("ready", file=sys.stderr, flush=True)
 print(available_backends("cpu"), BACKENDS["avx2"].unavailable(torch.device("cpu")))
@@ -54,8 +49,11 @@ def test_without_the_kernel_auto_falls_back_to_int4pack_and_says_why(tmp_path, m
     monkeypatch.setattr(avx2, "_kernel", lambda: found)
     assert available_backends("cpu") == ["int4pack", "dequant"]
     assert get_backend("auto", "cpu").name == "int4pack"
-    with pytest.raises(UsageError, match=re.escape(f"backend 'avx2' cannot run on cpu: {reason}")):
-        get_backend("avx2", "cpu")
+    for ask in (lambda: get_backend("avx2", "cpu"),
+                lambda: Int4Linear(256, 64).use_backend(avx2.Avx2())):
+        with pytest.raises(UsageError, match=re.escape(f"backend 'avx2' cannot run on cpu: "
+                                                       f"{reason}")):
+            ask()
 
 
 def test_a_kernel_folder_that_cannot_be_made_is_a_reason_not_a_crash(tmp_path, monkeypatch,
@@ -69,9 +67,7 @@ def test_a_kernel_folder_that_cannot_be_made_is_a_reason_not_a_crash(tmp_path, m
     assert f"{reason}; torch's kernels run instead" in caplog.text
 
 
-@pytest.mark.skipif(not AVX2_CPU, reason="this CPU has no AVX2")
-@pytest.mark.skipif(BACKENDS["avx2"].unavailable(torch.device("cpu")) is not None,
-                    reason="the AVX2 kernel does not build on this machine")
+@pytest.mark.skipif(CPU_BACKEND != "avx2", reason="the avx2 kernel does not run here")
 def test_two_runs_at_once_build_once_and_a_killed_builds_debris_goes(tmp_path):
     from awq_tts.runtime.backends.native import SOURCES, library_name
 

@@ -57,6 +57,10 @@ class Int4Linear(nn.Module):
         if "qweight" not in self._buffers:
             raise RuntimeError(f"{self.backend.name} already owns this layer's weight; "
                                f"reload the checkpoint to switch backends")
+        device = self.scales.device
+        reason = backend.unavailable(device)
+        if reason is not None:
+            raise UsageError(f"backend {backend.name!r} cannot run on {device}: {reason}")
         reason = backend.unfit(self)
         if reason is not None:
             raise UsageError(f"backend {backend.name!r} cannot run a {self.in_features}→"

@@ -3,7 +3,7 @@
 ======================  ==========  ==================================================
 backend                 devices     kernel
 ======================  ==========  ==================================================
-``avx2``                CPU         this project's AVX2 kernel in float32, built on first use
+``avx2``                CPU         this project's AVX2 kernel (int16 activations), built once
 ``int4pack``            CPU, CUDA   torch's tinygemm (``aten._weight_int4pack_mm*``)
 ``awq-triton``          CUDA        AutoAWQ's GEMM (``awq_ext`` or Triton), fp16 inside
 ``dequant``             any         exact dequantize + ``F.linear``: the reference

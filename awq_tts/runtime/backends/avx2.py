@@ -38,7 +38,6 @@ import functools
 
 import torch
 
-from ...errors import UsageError
 from ...format.packing import pack_int4, unpack_int4
 from .base import Backend
 from .native import load_kernel
@@ -81,9 +80,6 @@ class Avx2(Backend):
         return super().unfit(layer)
 
     def prepare(self, layer, dtype: torch.dtype) -> None:
-        reason = self.unavailable(layer.qweight.device)
-        if reason is not None:
-            raise UsageError(f"backend 'avx2' cannot run: {reason}")
         codes = unpack_int4(layer.qweight, transposed=True)           # [N, K] uint8
         n, k = codes.shape
         lanes = codes.view(n // BLOCK, 4, 8, k // 8, 4, 2).permute(0, 3, 1, 2, 5, 4)
