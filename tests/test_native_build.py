@@ -36,7 +36,8 @@ def _probe(kernel_dir, **env) -> subprocess.Popen:
 @pytest.mark.parametrize("env, reason", [
     ({"CC": "/nowhere/cc"}, "no C compiler (/nowhere/cc) on PATH to build awq_gemm_avx2.c"),
     ({"AWQ_TTS_NATIVE": "0"}, "the project's C kernels are off (AWQ_TTS_NATIVE=0)"),
-], ids=["no-compiler", "switched-off"])
+    ({"CC": "false"}, "building awq_gemm_avx2.c with false failed: exit status 1, no message"),
+], ids=["no-compiler", "switched-off", "silent-failure"])
 def test_without_the_kernel_auto_falls_back_to_int4pack_and_says_why(tmp_path, monkeypatch,
                                                                      env, reason):
     from awq_tts.runtime.backends import avx2, get_backend, native
@@ -64,6 +65,8 @@ def test_a_kernel_folder_that_cannot_be_made_is_a_reason_not_a_crash(tmp_path, m
     monkeypatch.setenv("AWQ_TTS_KERNEL_DIR", str(tmp_path / "file" / "kernels"))
     library, reason = native.load_kernel.__wrapped__("awq_gemm_avx2")
     assert library is None and reason.startswith("could not build or load awq_gemm_avx2.c: ")
+    assert reason.endswith(f"(kernel folder {tmp_path}/file/kernels; set AWQ_TTS_KERNEL_DIR "
+                           "to a writable folder)")
     assert f"{reason}; torch's kernels run instead" in caplog.text
 
 

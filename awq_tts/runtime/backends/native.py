@@ -75,8 +75,9 @@ def _build(source: Path, target: Path) -> str | None:
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 first = next((line for line in done.stderr.splitlines() if "error" in line),
-                             done.stderr.strip()[-200:])
-                return f"building {source.name} failed: {first.strip()}"
+                             done.stderr.strip()[-200:]).strip()
+                return (f"building {source.name} with {compiler} failed: "
+                        f"{first or f'exit status {done.returncode}, no message'}")
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -101,7 +102,9 @@ def load_kernel(name: str) -> tuple[ctypes.CDLL | None, str | None]:
                 return _unavailable(reason)
         return ctypes.CDLL(str(target)), None
     except OSError as exc:
-        return _unavailable(f"could not build or load {source.name}: {exc}")
+        where = ("" if exc.errno is None else   # errno: the folder; none: dlopen's refusal
+                 f" (kernel folder {kernel_dir()}; set AWQ_TTS_KERNEL_DIR to a writable folder)")
+        return _unavailable(f"could not build or load {source.name}: {exc}{where}")
 
 
 def _unavailable(reason: str) -> tuple[None, str]:
