@@ -27,8 +27,11 @@ for name in "${NAMES[@]}"; do
       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
       --platform manylinux1_x86_64 -d .whl "$pin" 2>/dev/null; then
-    # no binary on the index (autoawq 0.2.9 ships an sdist only): build a pure-Python wheel
-    "$PY" -m pip wheel -q --no-deps --no-build-isolation -w .whl "$pin"
+    # no binary on the index (autoawq 0.2.9 ships an sdist only): build a pure-Python wheel,
+    # in pip's isolated build environment (a bare python3 has setuptools without `wheel`,
+    # hence no bdist_wheel), else with what this Python has
+    "$PY" -m pip wheel -q --no-deps -w .whl "$pin" 2>/dev/null \
+      || "$PY" -m pip wheel -q --no-deps --no-build-isolation -w .whl "$pin"
     if ! ls .whl | grep -i "^${name//-/[-_]}-.*-py3-none-any.whl$" >/dev/null; then
       echo "error: $pin has no wheel for CPython 3.12 manylinux x86-64" >&2
       exit 2
