@@ -110,12 +110,38 @@ def speak_long(model, text: str, progress: bool = True, **kwargs) -> SpeechResul
     return SpeechResult(wav, rate, wav.size / rate, sum(p.seconds_wall for p in parts))
 
 
-def check_request(model, language: str, ref_audio: str | None) -> None:
-    """Refuse an unsupported language or an unreadable reference clip before generating."""
+#: Which voice options each model type reads; the others would be silently ignored.
+VOICE_OPTIONS = {"base": ("ref_audio", "ref_text"), "custom_voice": ("speaker", "instruct"),
+                 "voice_design": ("instruct",)}
+_KIND_NAMES = {"base": "a Base model (it clones --ref-audio)",
+               "custom_voice": "a CustomVoice model (it speaks as a built-in --speaker)",
+               "voice_design": "a VoiceDesign model (it speaks the voice --instruct describes)"}
+
+
+def check_request(model, language: str, ref_audio: str | Path | None = None, *,
+                  ref_text: str | None = None, speaker: str | None = None,
+                  instruct: str | None = None) -> None:
+    """Refuse, before generating, an unsupported language, an unreadable reference clip, a
+    voice option this model type would silently ignore, or an unknown speaker."""
     supported = {str(x).lower() for x in (model.get_supported_languages() or [])}
     if supported and language.lower() not in supported:
         raise UsageError(f"unsupported language {language!r}; this model supports: "
                          f"{', '.join(sorted(supported))}")
+    adapter = adapter_of(model)
+    kind = adapter.variant(model)
+    given = {"ref_audio": ref_audio, "ref_text": ref_text, "speaker": speaker,
+             "instruct": instruct}
+    for option, value in given.items():
+        if value is not None and option not in VOICE_OPTIONS.get(kind, given):
+            raise UsageError(f"--{option.replace('_', '-')} does not apply to "
+                             f"{_KIND_NAMES[kind]}; leave it out")
+    if ref_text is not None and ref_audio is None:
+        raise UsageError("--ref-text is the transcript of --ref-audio; pass --ref-audio too")
+    if speaker is not None and kind == "custom_voice":
+        speakers = adapter.speakers(model)
+        if speaker.lower() not in {name.lower() for name in speakers}:
+            raise UsageError(f"unknown speaker {speaker!r}; this model has: "
+                             f"{', '.join(speakers)}")
     if ref_audio is not None:
         require_ref_audio(ref_audio)
 
@@ -134,10 +160,26 @@ def peak_memory_bytes(device: str) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+#: The audio containers ``write_wav`` writes, by file suffix (16-bit PCM, lossless).
+AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+
+
+def audio_format(path: str | Path) -> str:
+    """The container for ``path``'s suffix, or one line naming the ones there are (a WAV
+    written under ``.mp3`` would fool every player that trusts the name)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in AUDIO_FORMATS:
+        raise UsageError(f"cannot write {Path(path).name}: awq-tts writes "
+                         f"{' or '.join(AUDIO_FORMATS)} audio; name the output that way")
+    return AUDIO_FORMATS[suffix]
+
+
 def write_wav(path: str | Path, wav: np.ndarray, sample_rate: int,
               inputs: tuple[str | Path, ...] = ()) -> None:
-    """Write 16-bit PCM atomically (a partial file renamed into place when complete)."""
+    """Write 16-bit PCM (WAV or FLAC, by ``path``'s suffix) atomically: a partial file is
+    renamed into place when complete."""
     import soundfile
 
+    container = audio_format(path)
     with atomic_output_file(path, inputs=inputs) as tmp:
-        soundfile.write(str(tmp), wav, sample_rate, subtype="PCM_16", format="WAV")
+        soundfile.write(str(tmp), wav, sample_rate, subtype="PCM_16", format=container)

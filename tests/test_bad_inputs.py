@@ -161,6 +161,48 @@ def test_text_and_calibration_files_must_be_utf8(tiny_base, tmp_path):
     _refused(CliRunner().invoke(main, ["calib", "show", "--calib", str(calib)]), "not UTF-8")
 
 
+@pytest.mark.parametrize("model, extra, needle", [
+    ("tiny_base", ["--speaker", "aiden"], "--speaker does not apply to a Base model"),
+    ("tiny_base", ["--instruct", "calm"], "--instruct does not apply to a Base model"),
+    ("tiny_base", ["--ref-text", "Hello."], "--ref-text is the transcript of --ref-audio"),
+    ("tiny_custom_voice", ["--ref-audio", "REF"], "--ref-audio does not apply to a CustomVoice"),
+    ("tiny_custom_voice", ["--speaker", "nobody"], "unknown speaker 'nobody'; this model has: "),
+    ("tiny_voice_design", ["--speaker", "aiden"], "--speaker does not apply to a VoiceDesign"),
+], ids=["base-speaker", "base-instruct", "base-ref-text", "custom-ref-audio",
+        "custom-unknown-speaker", "design-speaker"])
+def test_a_voice_option_the_model_would_ignore_is_refused(request, tmp_path, model, extra,
+                                                          needle):
+    ref = tmp_path / "ref.wav"
+    soundfile.write(ref, np.full(4800, 0.1, np.float32), 24000)
+    extra = [str(ref) if a == "REF" else a for a in extra]
+    out = tmp_path / "o.wav"
+    _refused(CliRunner().invoke(main, ["synthesize", str(request.getfixturevalue(model)),
+                                       "--text", "Hi.", *extra, "-o", str(out)]), needle)
+    assert not out.exists()
+
+
+def test_an_audio_name_that_is_not_wav_or_flac_is_refused_before_loading(tiny_base, tmp_path,
+                                                                        monkeypatch):
+    import awq_tts.runtime
+
+    monkeypatch.setattr(awq_tts.runtime, "load", lambda *a, **k: pytest.fail("loaded"))
+    _refused(CliRunner().invoke(main, ["synthesize", str(tiny_base), "--text", "Hi.", "-o",
+                                       str(tmp_path / "o.mp3")]),
+             "cannot write o.mp3: awq-tts writes .wav or .flac audio")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [
+    ["synthesize", "MODEL", "--text", "Hi.", "--seed", "-5", "-o", "x.wav"],
+    ["validate", "MODEL", "--seed", "-1"],
+    ["quantize", "MODEL", "-o", "q", "--seed", str(2**32)],
+    ["make-tiny", "t", "--seed", "-1"],
+])
+def test_a_seed_numpy_cannot_take_is_refused(tiny_base_awq, args):
+    args = [str(tiny_base_awq) if a == "MODEL" else a for a in args]
+    _refused(CliRunner().invoke(main, args), "Invalid value for '--seed'")
+
+
 @pytest.mark.parametrize("content, needle", [
     ('{"text": 123}\n', "must be a string, not int"),
     ("", "holds no prompts"),

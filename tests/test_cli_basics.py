@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import soundfile
 from click.testing import CliRunner
 
@@ -25,15 +26,17 @@ def test_make_tiny_refuses_existing_output(tmp_path):
     assert "already exists" in result.output and "--force" in result.output
 
 
-def test_synthesize_writes_wav(tiny_base, tmp_path):
-    wav = tmp_path / "x.wav"
+@pytest.mark.parametrize("suffix, container", [(".wav", "WAV"), (".FLAC", "FLAC")])
+def test_synthesize_writes_the_container_its_name_says(tiny_base, tmp_path, suffix, container):
+    out = tmp_path / f"x{suffix}"
     result = CliRunner().invoke(
         main, ["synthesize", str(tiny_base), "--text", "Hi.", "--max-new-tokens", "12",
-               "-o", str(wav)],
+               "-o", str(out)],
     )
     assert result.exit_code == 0, result.output
-    data, sr = soundfile.read(wav)
-    assert sr == 24000 and data.size > 0
+    info = soundfile.info(out)
+    assert (info.format, info.subtype, info.samplerate) == (container, "PCM_16", 24000)
+    assert info.frames > 0
 
 
 def test_synthesize_empty_text_is_usage_error(tiny_base, tmp_path):

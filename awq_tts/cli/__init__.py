@@ -15,7 +15,7 @@ from .. import __version__
 from ..calibration.builder import ROLLOUTS
 from ..errors import UsageError
 from ..quantizer.recipe import ACTIVATION_DTYPES, LOSS_TOKENS, METHODS
-from .common import BACKEND_HELP, DEVICE_HELP, friendly
+from .common import BACKEND_HELP, DEVICE_HELP, SEED, friendly
 from .interop import export
 from .studio import studio
 from .surgery import blend, repair
@@ -45,7 +45,7 @@ def main() -> None:
     show_default=True,
     help="Model type to mimic; 'finetuned' adds a talker layer and a speaker at codec row 3000.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--full-shape", is_flag=True, help="Real 1.7B dimensions (≈4 GB, for benchmarks).")
 @click.option("--trained", is_flag=True,
               help="Train the tiny Base model (≈1 min) on a structured task so it speaks and "
@@ -80,7 +80,7 @@ def make_tiny(out: Path, variant: str, seed: int, full_shape: bool, trained: boo
 @click.option("--ref-text", type=str, help="Transcript of --ref-audio (enables ICL cloning).")
 @click.option("--speaker", type=str, help="Built-in speaker (CustomVoice models).")
 @click.option("--instruct", type=str, help="Voice description (VoiceDesign) or style.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=2048, show_default=True,
               help="Codec frames at most (12.5 per second of speech).")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
@@ -93,7 +93,8 @@ def make_tiny(out: Path, variant: str, seed: int, full_shape: bool, trained: boo
 @click.option("--offload-embeddings", is_flag=True,
               help="Keep the 151k-row text embedding (0.58 GiB in bf16; only looked up to "
                    "build the prompt) in host memory and send the device only its rows.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Audio file to write: .wav or .flac (16-bit).")
 @friendly
 def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, instruct, seed,
                max_new_tokens, device, backend, cuda_graphs, offload_embeddings,
@@ -106,7 +107,7 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
     from ..io import require_readable_audio
     from ..output import check_placement, check_writable
     from ..runtime import graph_status, load
-    from ..synth import check_request, peak_memory_bytes, speak_long, write_wav
+    from ..synth import audio_format, check_request, peak_memory_bytes, speak_long, write_wav
 
     if text_file is not None:
         try:
@@ -116,13 +117,15 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
                              f"save it as UTF-8") from None
     if not text or not text.strip():
         raise UsageError("nothing to speak: pass --text TEXT or --text-file FILE")
+    audio_format(output)
     check_placement(output, [model])
     check_writable(output, folder=False)
     if ref_audio is not None:
         require_readable_audio(ref_audio, f"cannot read reference audio {ref_audio}")
     tts = load(model, device=device, backend=backend, cuda_graphs=cuda_graphs,
                offload_embeddings=offload_embeddings)
-    check_request(tts, language, ref_audio)
+    check_request(tts, language, ref_audio, ref_text=ref_text, speaker=speaker,
+                  instruct=instruct)
     result = speak_long(
         tts, text, language=language, ref_audio=str(ref_audio) if ref_audio else None,
         ref_text=ref_text, speaker=speaker, instruct=instruct, seed=seed,
@@ -148,7 +151,7 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
               help="Calibration prompts to roll out.")
 @click.option("--max-seq-len", type=int, default=512, show_default=True,
               help="Talker positions kept per calibration sequence.")
-@click.option("--seed", type=int, default=1729, show_default=True)
+@click.option("--seed", type=SEED, default=1729, show_default=True)
 @click.option("--device", default="auto", show_default=True,
               help="Where rollouts and per-layer search run (cuda moves one layer at a time); "
                    "auto: CUDA when available, else cpu.")

@@ -13,6 +13,8 @@ DEVICE_HELP = "auto (CUDA when available, else cpu), cpu, cuda or cuda:N."
 BACKEND_HELP = ("INT4 kernel: auto, avx2 (this project's, x86 CPUs, built once on first use), "
                 "int4pack (torch's, CPU and CUDA), awq-triton (AutoAWQ's, CUDA) or dequant "
                 "(exact reference, slow).")
+#: Seeds feed torch and numpy generators; numpy takes 0 .. 2**32 - 1 only.
+SEED = click.IntRange(0, 2**32 - 1)
 
 
 def friendly(func):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import BACKEND_HELP, DEVICE_HELP, friendly
+from .common import BACKEND_HELP, DEVICE_HELP, SEED, friendly
 
 
 @click.command("validate", context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +28,7 @@ from .common import BACKEND_HELP, DEVICE_HELP, friendly
               help=BACKEND_HELP + " 'all': validate every backend the device has.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
               help="A rollout that reaches this without end-of-speech counts as runaway.")
-@click.option("--seed", type=int, default=1729, show_default=True)
+@click.option("--seed", type=SEED, default=1729, show_default=True)
 @click.option("--kl-mean", type=float, default=None, help="Bound on mean KL (default 0.05).")
 @click.option("--kl-p99", type=float, default=None, help="Bound on p99 KL (default 1.0).")
 @click.option("--top1", type=float, default=None, help="Minimum top-1 agreement (default 0.9).")
