@@ -192,6 +192,28 @@ def test_an_audio_name_that_is_not_wav_or_flac_is_refused_before_loading(tiny_ba
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["validate", "{src}"], "{src} is not an INT4 checkpoint (no quantization_config, no "
+                            "noesis_provenance.json)"),
+    (["validate", "{int4}", "--reference", "{int4}"], "reference {int4} is itself quantized"),
+    (["validate", "{int4}", "--prompts", "held-out.txt"],
+     "--prompts held-out.txt: no such file or folder"),
+    (["quantize", "{src}", "-o", "{out}", "--calib", "./mine/set.jsonl"],
+     "--calib ./mine/set.jsonl: no such file or folder"),
+    (["validate", "{int4}", "--plot", "{out}.jpg"], "the plot is a PNG image; name it .png"),
+    (["validate", "{int4}", "--top1", "1.5"], "'--top1': 1.5 is not in the range 0<=x<=1"),
+    (["validate", "{int4}", "--budget-gb", "0"], "'--budget-gb': 0.0 is not in the range x>0"),
+    (["validate", "{int4}", "--kl-mean", "-1"], "'--kl-mean': -1.0 is not in the range x>=0"),
+], ids=["bf16-as-int4", "int4-as-reference", "missing-prompt-file", "missing-calib-file",
+        "plot-not-png", "share-above-1", "zero-budget", "negative-bound"])
+def test_validate_and_quantize_name_the_wrong_folder_file_or_bound(tiny_base, tiny_base_awq,
+                                                                   tmp_path, args, needle):
+    names = {"src": tiny_base, "int4": tiny_base_awq, "out": tmp_path / "out"}
+    _refused(CliRunner().invoke(main, [a.format(**names) for a in args]),
+             needle.format(**names))
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("args", [
     ["synthesize", "MODEL", "--text", "Hi.", "--seed", "-5", "-o", "x.wav"],
     ["validate", "MODEL", "--seed", "-1"],

@@ -56,15 +56,25 @@ def builtin_prompts(name: str = "builtin") -> list[Prompt]:
     return [Prompt(**json.loads(line)) for line in text.splitlines() if line.strip()]
 
 
-def load_prompts(source: str | None) -> tuple[str, list[Prompt]]:
-    """Resolve ``--calib``: None / a built-in name / a local file or folder / a hub dataset."""
+def load_prompts(source: str | None, option: str = "--calib") -> tuple[str, list[Prompt]]:
+    """Resolve ``--calib`` (or the ``option`` named in errors): None / a built-in name / a
+    local file or folder / a hub dataset."""
     if source is None or source in BUILTIN:
         name = source or "builtin"
         return name, builtin_prompts(name)
     path = Path(source)
     if path.exists():
         return str(path), _rows_to_prompts(_read_local(path), str(path))
-    return source, _rows_to_prompts(_read_hub(source), source)
+    if _names_a_file(source):   # no hub dataset is called so: no minute of hub retries
+        raise UsageError(f"{option} {source}: no such file or folder")
+    return source, _rows_to_prompts(_read_hub(source, option), source)
+
+
+def _names_a_file(source: str) -> bool:
+    """A path, not a hub id (``name`` or ``owner/name``): a file suffix, a leading ``/``,
+    ``.`` or ``~``, or more than one ``/``."""
+    return (Path(source).suffix.lower() in (*_SUFFIXES, ".txt", ".tsv")
+            or source.startswith(("/", ".", "~")) or source.count("/") > 1)
 
 
 def _read_local(path: Path) -> list[dict]:
@@ -98,14 +108,14 @@ def _require_utf8(file: Path) -> None:
             from None
 
 
-def _read_hub(name: str) -> list[dict]:
+def _read_hub(name: str, option: str) -> list[dict]:
     import datasets
 
     try:
         ds = datasets.load_dataset(name, split="train")
     except Exception as exc:
         raise UsageError(
-            f"--calib {name!r} is neither a local file/folder nor a loadable hub dataset ({exc})"
+            f"{option} {name!r} is neither a local file/folder nor a loadable hub dataset ({exc})"
         ) from exc
     return [dict(row) for row in ds]
 

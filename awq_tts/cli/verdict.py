@@ -9,6 +9,10 @@ import click
 
 from .common import BACKEND_HELP, DEVICE_HELP, SEED, friendly
 
+#: Bounds a user may set: a KL, ratio or distance is never negative; a share lies in [0, 1].
+AT_LEAST_0 = click.FloatRange(min=0)
+SHARE = click.FloatRange(0, 1)
+
 
 @click.command("validate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("quant", type=str)
@@ -20,7 +24,8 @@ from .common import BACKEND_HELP, DEVICE_HELP, SEED, friendly
               help="Use only the first N prompts.")
 @click.option("--ref-audio", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Reference voice for Base models; default: a built-in synthetic clip.")
-@click.option("--budget-gb", type=float, default=6.0, show_default=True,
+@click.option("--budget-gb", type=click.FloatRange(min=0, min_open=True), default=6.0,
+              show_default=True,
               help="Memory budget in GiB: peak VRAM on CUDA; on CPU the peak RSS increase "
                    "of INT4 load + one sentence, in a fresh process.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
@@ -29,20 +34,20 @@ from .common import BACKEND_HELP, DEVICE_HELP, SEED, friendly
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
               help="A rollout that reaches this without end-of-speech counts as runaway.")
 @click.option("--seed", type=SEED, default=1729, show_default=True)
-@click.option("--kl-mean", type=float, default=None, help="Bound on mean KL (default 0.05).")
-@click.option("--kl-p99", type=float, default=None, help="Bound on p99 KL (default 1.0).")
-@click.option("--top1", type=float, default=None, help="Minimum top-1 agreement (default 0.9).")
-@click.option("--eos-prob-ratio", type=float, default=None,
+@click.option("--kl-mean", type=AT_LEAST_0, default=None, help="Bound on mean KL (default 0.05).")
+@click.option("--kl-p99", type=AT_LEAST_0, default=None, help="Bound on p99 KL (default 1.0).")
+@click.option("--top1", type=SHARE, default=None, help="Minimum top-1 agreement (default 0.9).")
+@click.option("--eos-prob-ratio", type=AT_LEAST_0, default=None,
               help="Minimum INT4/bf16 end-of-speech probability (default 0.5).")
-@click.option("--duration-ratio", type=float, default=None,
+@click.option("--duration-ratio", type=AT_LEAST_0, default=None,
               help="Maximum mean |duration ratio - 1| (default 0.15).")
-@click.option("--speaker-similarity-delta", type=float, default=None,
+@click.option("--speaker-similarity-delta", type=click.FloatRange(-2, 2), default=None,
               help="Minimum speaker-similarity change (default -0.03).")
-@click.option("--code-predictor-agreement", type=float, default=None,
+@click.option("--code-predictor-agreement", type=SHARE, default=None,
               help="Minimum code-predictor agreement (default 0.85).")
-@click.option("--log-mel-distance", type=float, default=None,
+@click.option("--log-mel-distance", type=AT_LEAST_0, default=None,
               help="Maximum mean log-mel distance of greedy audio (default 1.5).")
-@click.option("--kl-vs-rtn", type=float, default=None,
+@click.option("--kl-vs-rtn", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Also bound mean KL by this many times the KL of an in-memory RTN twin "
                    "of the source (off by default).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
@@ -79,6 +84,7 @@ def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device,
     import dataclasses
 
     from ..devices import resolve_device
+    from ..errors import UsageError
     from ..output import check_placement, check_writable
     from ..runtime.backends import available_backends
     from ..validate import Thresholds, validate_awq_quality
@@ -94,6 +100,8 @@ def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device,
     backends = available_backends(device) if backend == "all" else [backend]
     if plot_path is None and json_path is not None:
         plot_path = json_path.with_suffix(".png")
+    if plot_path is not None and plot_path.suffix.lower() != ".png":
+        raise UsageError(f"--plot {plot_path}: the plot is a PNG image; name it .png")
     for path in (json_path, markdown_path, plot_path):
         if path is not None:
             check_placement(path, [quant])

@@ -144,9 +144,16 @@ def validate_awq_quality(
     quant = Path(quantized)
     if not quant.is_dir():
         raise UsageError(f"{quant}: no such checkpoint folder")
+    if not (resolve(str(quant)).config.get("quantization_config")
+            or provenance.Provenance.exists(quant)):
+        raise UsageError(f"{quant} is not an INT4 checkpoint (no quantization_config, no "
+                         f"{provenance.FILENAME}); validate the folder `awq-tts quantize` wrote")
     reference = resolve_reference(quant, reference)
+    if resolve(reference).config.get("quantization_config"):
+        raise UsageError(f"reference {reference} is itself quantized (quantization_config in "
+                         f"its config.json); pass the bf16 source as --reference")
     check_same_architecture(quant, reference)
-    _, prompt_list = load_prompts(prompts or "heldout")
+    _, prompt_list = load_prompts(prompts or "heldout", "--prompts")
     prompt_list = prompt_list[:n_prompts] if n_prompts else prompt_list
     if ref_audio is not None:
         require_readable_audio(ref_audio, f"cannot read --ref-audio {ref_audio}")
