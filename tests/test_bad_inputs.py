@@ -107,6 +107,8 @@ def test_empty_speech_tokenizer_gets_consistent_advice(tiny_base, tmp_path):
     (["--batch-size", "0"], "--batch-size 0"),
     (["--loss-tokens", "-5"], "--loss-tokens -5: give a whole number of at least 1"),
     (["--device", "bogus"], "unknown device 'bogus'"),
+    (["--max-seq-len", "4"], "--max-seq-len 4: give a whole number of at least 8"),
+    (["--revision", "main"], "--revision main picks a hub revision, and "),
 ])
 def test_bad_quantize_options(tiny_base, tmp_path, extra, needle):
     out = tmp_path / "out"
@@ -274,3 +276,22 @@ def test_repair_with_a_broken_base_codec_config(tiny_base, tmp_path):
     shutil.rmtree(ckpt / "speech_tokenizer")
     _refused(CliRunner().invoke(main, ["repair", str(ckpt), "--speech-tokenizer-from",
                                        str(base)]), "not valid JSON")
+
+
+def test_studio_refuses_a_busy_port_an_int4_reference_and_a_bad_port(tiny_base_awq,
+                                                                     monkeypatch):
+    import socket
+
+    import awq_tts.studio.session
+
+    monkeypatch.setattr(awq_tts.studio.session, "load", lambda *a, **k: pytest.fail("loaded"))
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = str(busy.getsockname()[1])
+        _refused(CliRunner().invoke(main, ["studio", str(tiny_base_awq), "--port", port]),
+                 f"cannot serve on 127.0.0.1:{port} (Address already in use); pass another "
+                 f"--port")
+    _refused(CliRunner().invoke(main, ["studio", str(tiny_base_awq), "--port", "0"]),
+             "'--port': 0 is not in the range 1<=x<=65535")
+    _refused(CliRunner().invoke(main, ["studio", str(tiny_base_awq), "--reference",
+                                       str(tiny_base_awq), "--port", port]),
+             "is itself quantized; A/B renders compare against the bf16 source")

@@ -25,6 +25,8 @@ from ..models import adapter_of
 from .prompts import Prompt, prompt_set_sha256
 
 DEFAULT_SEED = 1729
+#: The shortest talker sequence a calibration keeps (the prompt's prefix alone is longer).
+MIN_SEQ_LEN = 8
 #: How rollouts decode. ``dropping``: awq-tts's loop, each sample leaving its batch at its
 #: own end-of-speech (a CPU pays per row). ``graphs``: transformers' ``generate`` on a
 #: static cache, the talker step and the code predictor's frame replayed from CUDA graphs,
@@ -106,8 +108,9 @@ def build_calibration(
     """
     if rollout not in ROLLOUTS:
         raise UsageError(f"rollout {rollout!r}: choose {', '.join(map(repr, ROLLOUTS))}")
-    if n_samples < 1 or max_seq_len < 8:
-        raise UsageError("--n-samples must be ≥ 1 and --max-seq-len ≥ 8")
+    if n_samples < 1 or max_seq_len < MIN_SEQ_LEN:
+        raise UsageError(f"--n-samples {n_samples} / --max-seq-len {max_seq_len}: give at "
+                         f"least 1 / {MIN_SEQ_LEN}")
     if len(prompts) < n_samples:
         raise UsageError(f"the calibration set {name!r} has {len(prompts)} prompts; "
                          f"--n-samples asks for {n_samples}")

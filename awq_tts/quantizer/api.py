@@ -10,7 +10,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..calibration.builder import DEFAULT_SEED, ROLLOUTS, CalibrationSet, build_calibration
+from ..calibration.builder import (
+    DEFAULT_SEED,
+    MIN_SEQ_LEN,
+    ROLLOUTS,
+    CalibrationSet,
+    build_calibration,
+)
 from ..calibration.prompts import load_prompts
 from ..devices import resolve_device
 from ..errors import UsageError
@@ -78,15 +84,18 @@ def quantize(
     if out.exists() and not force:
         raise UsageError(f"{out} already exists; pass --force to replace it")
     device = resolve_device(device)
+    if revision is not None and Path(src).exists():
+        raise UsageError(f"--revision {revision} picks a hub revision, and {src} is a local "
+                         f"folder; leave --revision out")
     src_info = source.resolve(str(src), revision)
     source.check(src_info, group_size)
     calib_name, prompts = load_prompts(calib)
     if ref_audio is not None:
         require_readable_audio(ref_audio, f"cannot read --ref-audio {ref_audio}")
-    for name, value in (("--batch-size", batch_size), ("--n-samples", n_samples),
-                        ("--max-seq-len", max_seq_len)):
-        if not isinstance(value, int) or value < 1:
-            raise UsageError(f"{name} {value}: give a whole number of at least 1")
+    for name, value, least in (("--batch-size", batch_size, 1), ("--n-samples", n_samples, 1),
+                               ("--max-seq-len", max_seq_len, MIN_SEQ_LEN)):
+        if not isinstance(value, int) or value < least:
+            raise UsageError(f"{name} {value}: give a whole number of at least {least}")
     if loss_tokens is not None and (not isinstance(loss_tokens, int) or loss_tokens < 1):
         raise UsageError(f"--loss-tokens {loss_tokens}: give a whole number of at least 1 "
                          f"(0 on the command line, None in Python: every token)")

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageError
 from ..format import provenance
+from ..format.source import resolve
 from ..runtime import load
 from ..validate.memory import model_bytes
 from .render import Render, Voice, render, save
@@ -52,6 +54,9 @@ class StudioSession:
         self.model_path, self.reference_path = Path(model), reference
         self.out_dir, self.device, self.budget_gb = Path(out_dir), device, budget_gb
         self.offload_embeddings = offload_embeddings
+        if reference is not None and resolve(str(reference)).config.get("quantization_config"):
+            raise UsageError(f"--reference {reference} is itself quantized; A/B renders "
+                             f"compare against the bf16 source: pass that folder")
         self.int4 = self._load(self.model_path)
         self.kind = self.int4.model.tts_model_type
         self.reference = None
