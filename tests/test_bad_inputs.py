@@ -295,3 +295,8 @@ def test_studio_refuses_a_busy_port_an_int4_reference_and_a_bad_port(tiny_base_a
     _refused(CliRunner().invoke(main, ["studio", str(tiny_base_awq), "--reference",
                                        str(tiny_base_awq), "--port", port]),
              "is itself quantized; A/B renders compare against the bf16 source")
+
+
+def test_calib_show_refuses_more_samples_than_the_set_has():
+    _refused(CliRunner().invoke(main, ["calib", "show", "--n-samples", "500"]),
+             "the calibration set 'builtin' has 128 prompts; --n-samples asks for 500")

@@ -254,6 +254,9 @@ def calib_show(source, n_samples) -> None:
     from ..report import print_prompt_set
 
     name, prompts = load_prompts(source)
+    if n_samples and n_samples > len(prompts):   # as quantize would refuse it
+        raise UsageError(f"the calibration set {name!r} has {len(prompts)} prompts; "
+                         f"--n-samples asks for {n_samples}")
     print_prompt_set(name, prompts[:n_samples] if n_samples else prompts)
 
 
