@@ -204,3 +204,14 @@ def qwen3_llm(path, hidden=TINY.hidden, layers=TINY.layers, seed=0):
 @pytest.fixture(scope="session")
 def tiny_llm(tmp_path_factory):
     return qwen3_llm(tmp_path_factory.mktemp("llm") / "qwen3")
+
+
+def refused(result, *needles) -> None:
+    """A CLI run ended as a user's mistake should: exit 2, one error line holding every
+    needle, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith(("error:", "Error:"))]
+    assert len(errors) == 1, result.output
+    for needle in needles:
+        assert needle in result.output, result.output

@@ -29,13 +29,29 @@ from .host_embedding import offload
 from .int4_linear import Int4Linear
 from .prepare import prepare_for_inference
 
+#: The compute dtypes a model loads in, by torch dtype and by name.
+DTYPES = {torch.bfloat16: torch.bfloat16, torch.float16: torch.float16,
+          torch.float32: torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16, "float32": torch.float32,
+          "fp32": torch.float32}
 
-def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bfloat16,
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``dtype`` as a torch dtype, or one line naming the ones a model can compute in."""
+    found = DTYPES.get(dtype.lower() if isinstance(dtype, str) else dtype)
+    if found is None:
+        raise UsageError(f"dtype {dtype!r}: load in torch.bfloat16, torch.float16 or "
+                         f"torch.float32 (or their names)")
+    return found
+
+
+def load(path: str | Path, device: str = "auto", dtype: torch.dtype | str = torch.bfloat16,
          backend: str = "auto", cuda_graphs: bool = False, offload_embeddings: bool = False):
     """Load a Qwen3-TTS checkpoint (INT4 or not) as a ``qwen_tts.Qwen3TTSModel``.
 
     ``path`` is a local folder or a hub id (downloaded with huggingface_hub). ``device``
-    ``auto`` is CUDA when available, else the CPU. ``backend`` picks the INT4 kernel
+    ``auto`` is CUDA when available, else the CPU. ``dtype`` is bf16, fp16 or fp32 (a torch
+    dtype or its name). ``backend`` picks the INT4 kernel
     (``auto``, ``avx2``, ``int4pack``, ``awq-triton``, ``dequant``; see ``runtime.backends``); the
     choice is on the result as ``tts.awq_backend`` (``none`` for a bf16 checkpoint). On a
     CPU the speech tokenizer and the speaker encoder run in float32 whatever ``dtype`` says
@@ -51,6 +67,7 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype = torch.bflo
     all. ``tts.awq_host_bytes`` is what stays on the host (0 without the option).
     """
     device = resolve_device(device)
+    dtype = resolve_dtype(dtype)
     require_cuda_for_graphs(cuda_graphs, device)
     source = resolve(str(path))
     adapter = adapter_for(source.config.get("model_type"), path)
