@@ -3,7 +3,8 @@
 What is promised, and how:
 
 * **Nothing half-written.** Work goes into a sibling ``.NAME.PID.partial`` and is renamed
-  into place only when complete. A killed run (SIGKILL, power loss) leaves only that
+  into place only when complete; an exception, Ctrl-C or (in the CLI) SIGTERM / SIGHUP
+  removes it on the way out. A killed run (SIGKILL, power loss) leaves only that
   sibling, and the next run for the same output removes it (and any ``.NAME.PID.old``).
 * **Nothing lost.** An exclusive lock (``flock`` on ``.NAME.lock``, removed at the end)
   is held on the output for the whole run, so a second run to the same output fails at

@@ -145,6 +145,28 @@ def test_sigkill_during_the_write_then_a_rerun(tiny_base, tmp_path):
     assert CliRunner().invoke(main, ["verify", str(out)]).exit_code == 0
 
 
+_TERMINATED_CLI = _KILLED_WRITER.replace(
+    "from awq_tts import quantize\nquantize(sys.argv[1], sys.argv[2], n_samples=2, max_seq_len=16, "
+    "method=\"rtn\", progress=False)",
+    "from awq_tts.cli import main\nmain(['quantize', sys.argv[1], '-o', sys.argv[2], "
+    "'--n-samples', '2', '--max-seq-len', '16', '--method', 'rtn'])")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["term", "hup"])
+def test_a_terminated_cli_run_removes_its_partial_output_and_lock(tiny_base, tmp_path, sig):
+    assert "from awq_tts.cli import main" in _TERMINATED_CLI
+    out = tmp_path / "q"
+    proc = subprocess.Popen([sys.executable, "-c", _TERMINATED_CLI, str(tiny_base), str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "WRITING"
+    assert list(tmp_path.glob(".q.*.partial"))
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    assert f"stopped by {sig.name}; unfinished outputs removed" in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_provenance_names_the_source_by_absolute_path(tiny_base, tmp_path, monkeypatch):
     import json
 

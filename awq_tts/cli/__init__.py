@@ -15,7 +15,7 @@ from .. import __version__
 from ..calibration.builder import ROLLOUTS
 from ..errors import UsageError
 from ..quantizer.recipe import ACTIVATION_DTYPES, LOSS_TOKENS, METHODS
-from .common import BACKEND_HELP, DEVICE_HELP, SEED, friendly
+from .common import BACKEND_HELP, DEVICE_HELP, SEED, friendly, stop_cleanly_on_termination
 from .interop import export
 from .studio import studio
 from .surgery import blend, repair
@@ -34,6 +34,7 @@ def main() -> None:
       awq-tts synthesize qwen3-tts-awq --text "Hello." -o hello.wav
     Without network: `awq-tts make-tiny tiny-model` builds a small random checkpoint.
     """
+    stop_cleanly_on_termination()
 
 
 @main.command("make-tiny")

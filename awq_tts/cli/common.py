@@ -28,3 +28,19 @@ def friendly(func):
             sys.exit(exc.exit_code)
 
     return wrapper
+
+
+def stop_cleanly_on_termination() -> None:
+    """SIGTERM and SIGHUP (``kill``, ``timeout``, ``docker stop``, a closed terminal) unwind
+    like Ctrl-C: the run's ``.partial`` output and its lock are removed on the way out,
+    where the default action would end the process at once and leave them for the next
+    run to clear. Exit status 128 + the signal, as the default action reports it."""
+    import signal
+
+    def stop(signum, _frame):
+        click.echo(f"\nawq-tts: stopped by {signal.Signals(signum).name}; unfinished outputs "
+                   f"removed", err=True)
+        sys.exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
