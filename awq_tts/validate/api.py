@@ -144,8 +144,9 @@ def validate_awq_quality(
     quant = Path(quantized)
     if not quant.is_dir():
         raise UsageError(f"{quant}: no such checkpoint folder")
-    if not (resolve(str(quant)).config.get("quantization_config")
-            or provenance.Provenance.exists(quant)):
+    if reference is None and not (resolve(str(quant)).config.get("quantization_config")
+                                  or provenance.Provenance.exists(quant)):
+        # with a --reference, a bf16 QUANT gets its verdict: weights_audit fails
         raise UsageError(f"{quant} is not an INT4 checkpoint (no quantization_config, no "
                          f"{provenance.FILENAME}); validate the folder `awq-tts quantize` wrote")
     reference = resolve_reference(quant, reference)
