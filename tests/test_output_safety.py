@@ -152,9 +152,9 @@ _TERMINATED_CLI = _KILLED_WRITER.replace(
     "'--n-samples', '2', '--max-seq-len', '16', '--method', 'rtn'])")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["term", "hup"])
-def test_a_terminated_cli_run_removes_its_partial_output_and_lock(tiny_base, tmp_path, sig):
+def test_a_terminated_cli_run_removes_its_partial_output_and_lock(tiny_base, tmp_path):
     assert "from awq_tts.cli import main" in _TERMINATED_CLI
+    sig = signal.SIGTERM
     out = tmp_path / "q"
     proc = subprocess.Popen([sys.executable, "-c", _TERMINATED_CLI, str(tiny_base), str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -165,6 +165,21 @@ def test_a_terminated_cli_run_removes_its_partial_output_and_lock(tiny_base, tmp
     assert proc.returncode == 128 + sig
     assert f"stopped by {sig.name}; unfinished outputs removed" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_closed_terminal_unwinds_like_kill(capsys):
+    from awq_tts.cli.common import stop_cleanly_on_termination
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        stop_cleanly_on_termination()
+        with pytest.raises(SystemExit) as stopped:
+            signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        assert stopped.value.code == 128 + signal.SIGHUP
+        assert "stopped by SIGHUP; unfinished outputs removed" in capsys.readouterr().err
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def test_provenance_names_the_source_by_absolute_path(tiny_base, tmp_path, monkeypatch):

@@ -36,11 +36,13 @@ def stop_cleanly_on_termination() -> None:
     where the default action would end the process at once and leave them for the next
     run to clear. Exit status 128 + the signal, as the default action reports it."""
     import signal
+    import threading
 
     def stop(signum, _frame):
         click.echo(f"\nawq-tts: stopped by {signal.Signals(signum).name}; unfinished outputs "
                    f"removed", err=True)
         sys.exit(128 + signum)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop)
+    if threading.current_thread() is threading.main_thread():   # where Python allows it
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, stop)
