@@ -24,6 +24,7 @@ from ..format.source import (
     weight_files,
 )
 from ..models import adapter_for, adapter_of
+from . import bf16_gemv
 from .backends import get_backend
 from .host_embedding import offload
 from .int4_linear import Int4Linear
@@ -65,6 +66,9 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype | str = torc
     GiB in bf16) in host memory and sends only the looked-up rows to the device
     (``runtime/host_embedding.py``); an INT4 checkpoint never puts them on the device at
     all. ``tts.awq_host_bytes`` is what stays on the host (0 without the option).
+    On a CPU the bf16 linears every codec frame runs besides the talker's decoder (the code
+    predictor, the codec head) take this project's streaming kernel at decode's few rows
+    (``runtime/bf16_gemv.py``); ``tts.awq_gemv_linears`` counts them (0 where it cannot run).
     """
     device = resolve_device(device)
     dtype = resolve_dtype(dtype)
@@ -85,6 +89,8 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype | str = torc
         tts.awq_backend = prepare_for_inference(tts.model, backend, dtype)
     tts.awq_host_bytes = offload(tts.model, host)
     tts.awq_codec_dtype = str(adapter.place_audio(tts, device)).removeprefix("torch.")
+    tts.awq_gemv_linears = sum(bf16_gemv.install(tts.model.get_submodule(name))
+                               for name in adapter.bf16_decode) if device == "cpu" else 0
     adapter.use_cuda_graphs(tts, cuda_graphs)
     tts.awq_cuda_graphs = cuda_graphs
     return tts

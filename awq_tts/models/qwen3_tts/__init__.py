@@ -3,11 +3,10 @@
 ``package.py`` imports qwen-tts quietly and registers its Auto classes; ``patches.py`` (while
 speaking) and ``load_patches.py`` (while loading) hold every patch applied to it, except the
 code predictor's plain loop that every loaded model gets (``predictor.py``), the audio
-decoder's bounded-memory chunks (``codec_chunks.py``) and the CUDA graphs of the talker
-step and the code predictor (``talker_graphs.py``, ``graphs.py``). This module loads and
-builds models, finds the talker's decoder layers, asks a model to speak (one dispatch over
-base / custom_voice / voice_design), and knows the codec head, the end-of-speech id, the
-speaker encoder and the audio decoder.
+decoder's bounded-memory chunks (``codec_chunks.py``) and the CUDA graphs of the talker step
+and the code predictor (``talker_graphs.py``, ``graphs.py``). This module loads and builds
+models, finds the decoder layers, asks a model to speak (base / custom_voice / voice_design),
+and knows the codec head, end-of-speech id, speaker encoder and audio decoder.
 """
 
 from __future__ import annotations
@@ -53,9 +52,10 @@ class Qwen3TTS:
     blend_checked = ("hidden_size", "intermediate_size", "num_hidden_layers",
                      "num_attention_heads", "num_key_value_heads")
     blend_projections = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-    #: ``load(..., offload_embeddings=True)``: tables only ever looked up to build the
-    #: prompt, kept in host memory (paths in the core model).
+    #: ``load(..., offload_embeddings=True)``: prompt-only lookup tables kept in host memory.
     host_lookups = ("talker.model.text_embedding",)
+    #: bf16 in every checkpoint and run each codec frame: on a CPU, ``runtime/bf16_gemv.py``.
+    bf16_decode = ("talker.code_predictor", "talker.codec_head")
 
     def decoder_config(self, config: dict) -> dict:
         """The config block of the quantized decoder (``talker_config``)."""
