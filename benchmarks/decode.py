@@ -15,8 +15,7 @@ a speed-up is the median of the per-round ratios, a time the median over rounds:
 (d) ``synthesize`` of one ten-word sentence end to end, capped at ``--frames`` frames
     (random weights never stop by themselves), as a real-time factor.
 
-Prints a table and writes JSON (default ``benchmarks/results/decode-{cpu,cuda}.json``).
-Usage: python benchmarks/decode.py [--work DIR] [--device auto] [--repeats 5]
+Prints a table, writes JSON (``results/decode-{cpu,cuda}.json``). ``--help`` has the options.
 """
 
 from __future__ import annotations
@@ -25,11 +24,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from types import MethodType
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from graph_calls import graphed_calls, predictor_graphed  # noqa: E402
+from graph_calls import graphed_calls, predictor_graphed, torch_linears  # noqa: E402
 from memory import full_shape_pair  # noqa: E402
 from timing import interleaved, machine, paired_speedup  # noqa: E402
 
@@ -141,8 +141,6 @@ def bench_models(models: dict, device: str, cache_len: int, repeats: int) -> dic
 def bench_predictor_loop(tts, device: str, cache_len: int, repeats: int) -> dict:
     """One codec frame of ``tts`` with the code predictor's plain loop (what ``load`` gives,
     ``models/qwen3_tts/predictor.py``) against transformers' ``generate``, interleaved."""
-    from types import MethodType
-
     from awq_tts.models.qwen3_tts.patches import swap_attr
 
     frame = model_calls(tts, cache_len)["codec_frame"]
@@ -158,9 +156,14 @@ def bench_predictor_loop(tts, device: str, cache_len: int, repeats: int) -> dict
     calls = {"generate": with_generate, "plain": frame}
     if device.startswith("cuda"):
         calls["graphs"] = predictor_graphed(predictor, frame)
+    if tts.awq_gemv_linears:
+        calls["torch_linears"] = torch_linears(tts, frame)
     times = interleaved(calls, device, repeats)
     out = {"generate_s": times["generate"]["median_s"], "plain_s": times["plain"]["median_s"],
            "speedup": paired_speedup(times["generate"], times["plain"])}
+    if "torch_linears" in times:
+        out.update(torch_linears_s=times["torch_linears"]["median_s"],
+                   gemv_speedup=paired_speedup(times["torch_linears"], times["plain"]))
     if "graphs" in times:
         out.update(graphs_s=times["graphs"]["median_s"],
                    graphs_speedup=paired_speedup(times["plain"], times["graphs"]))
@@ -263,7 +266,11 @@ def table(result: dict) -> str:
                       f"{loop['plain_s'] * 1e3:.2f} ms ({loop['speedup']:.2f}×)"
                       + (f"; replayed from a CUDA graph: {loop['graphs_s'] * 1e3:.2f} ms "
                          f"({loop['graphs_speedup']:.2f}× the plain loop)"
-                         if "graphs_s" in loop else "") + "."]
+                         if "graphs_s" in loop else "")
+                      + (f"; its predictor and codec head on torch's bf16 kernel: "
+                         f"{loop['torch_linears_s'] * 1e3:.2f} ms (the streaming one "
+                         f"{loop['gemv_speedup']:.2f}× faster)" if "gemv_speedup" in loop
+                         else "") + "."]
     return "\n".join(lines)
 
 

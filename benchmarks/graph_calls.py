@@ -1,8 +1,11 @@
-"""The CUDA-graph rows of ``decode.py``: one talker step and one codec frame of a loaded
-model on the machinery ``load(..., cuda_graphs=True)`` uses (``talker_graphs.StepCache``
-for the talker, ``graphs.FrameGraphs`` for the code predictor), at the eager rows' cache
-length and token. Graphs are captured on the first call (the warm-up round); a capture
-that fails raises, so the row reports the failure instead of timing eager code."""
+"""The rows of ``decode.py`` that run a step or frame another way than ``load``'s default.
+
+CUDA graphs: one talker step and one codec frame of a loaded model on the machinery
+``load(..., cuda_graphs=True)`` uses (``talker_graphs.StepCache`` for the talker,
+``graphs.FrameGraphs`` for the code predictor), at the eager rows' cache length and token.
+Graphs are captured on the first call (the warm-up round); a capture that fails raises, so
+the row reports the failure instead of timing eager code. On a CPU: a frame with its bf16
+linears back on torch's kernel (:func:`torch_linears`)."""
 
 from __future__ import annotations
 
@@ -70,3 +73,20 @@ def graphed_calls(tts, cache_len: int, prompt: torch.Tensor, frame_kwargs: dict,
         return out.past_hidden
 
     return {"talker_step_graphs": step, "codec_frame_graphs": frame}
+
+
+def torch_linears(tts, frame):
+    """``frame`` with the bf16 linears ``load`` routes through the CPU's streaming kernel
+    (``runtime/bf16_gemv.py``) back on ``nn.Linear.forward``, for the paired comparison."""
+    from awq_tts.runtime import bf16_gemv
+
+    fast = [m for m in tts.model.modules() if getattr(m, bf16_gemv.ATTR, False)]
+
+    def call():
+        saved = [m.__dict__.pop("forward") for m in fast]
+        try:
+            frame()
+        finally:
+            for module, forward in zip(fast, saved, strict=True):
+                module.forward = forward
+    return call

@@ -62,7 +62,8 @@ def machine(device: str) -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return (f"{cpu} ({torch.backends.cpu.get_cpu_capability()}), "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
 
 def results_in(stdout: str) -> list[dict]:
