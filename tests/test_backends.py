@@ -46,7 +46,7 @@ BACKEND_CASES = [*_cases("cpu"), *(_cases("cuda") if CUDA else [
 
 @pytest.mark.parametrize("name, device", BACKEND_CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("shape", [(1,), (7,), (2, 5)], ids=["b1", "b7", "3d"])
+@pytest.mark.parametrize("shape", [(1,), (7,), (2, 5), (3, 20)], ids=["b1", "b7", "3d", "prefill"])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
 def test_backend_matches_dequant(name, device, dtype, shape, bias):
     reference = _layer(768, 1024, bias)
@@ -110,6 +110,28 @@ def test_avx2_every_group_size_and_row_count_matches_dequant(group, rows):
     want, got = reference(x), layer(x)
     assert torch.linalg.norm(got - want) / torch.linalg.norm(want) < AVX2_TOLERANCE[torch.float32]
     assert torch.equal(layer.awq_qweight(), reference.qweight)
+
+
+@pytest.mark.skipif(CPU_BACKEND != "avx2", reason="the avx2 kernel does not run here")
+@pytest.mark.parametrize("group", [32, 128])
+def test_avx2_prefill_tiles_are_the_exact_weight_rounded_once_to_bf16(group):
+    """Prefill's dequantized tiles (``awq_dequant_bf16``): bit for bit the exact weight
+    rounded to bf16, for a full tile, a tile at an offset and a narrower last one."""
+    from awq_tts.runtime.backends import avx2
+
+    layer = _layer(96 + avx2.TILE, 256, bias=False, seed=group, group=group)
+    exact = layer.dequantized_weight(torch.float64).float().bfloat16().t()   # [in, out]
+    layer.use_backend(BACKENDS["avx2"])
+    buffers, k = layer._buffers, layer.in_features
+    for n0, n1 in ((0, avx2.TILE), (avx2.TILE, avx2.TILE + 96), (32, 96)):
+        tile = torch.empty(k, n1 - n0, dtype=torch.bfloat16)
+        avx2._kernel()[0].dequant(
+            buffers["kernel_weight"].data_ptr(), buffers["kernel_scales"].data_ptr(),
+            buffers["kernel_zeros"].data_ptr(), k, layer.out_features, group, n0, n1,
+            tile.data_ptr(), 1)
+        assert torch.equal(tile, exact[:, n0:n1])
+    x = torch.randn(avx2.GEMM_ROWS, 256, dtype=torch.bfloat16)
+    assert torch.allclose(layer(x).float(), x.float() @ exact.float(), rtol=2e-2, atol=1e-3)
 
 
 @pytest.mark.skipif(CPU_BACKEND != "avx2", reason="the avx2 kernel does not run here")

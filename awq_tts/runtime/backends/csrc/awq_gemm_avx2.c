@@ -169,3 +169,44 @@ int awq_gemm_avx2(const void *x, int x_dtype, int64_t M, int64_t K, const uint8_
   if (acc != out) free(acc);
   return 0;
 }
+
+/* Columns n0..n1 (multiples of 32) of the weight of w (layout above), transposed, as
+ * bfloat16 [K, n1 - n0]: each (q - zp) * s
+ * computed exactly in float32 and rounded to nearest even once. For prefill, where one
+ * bfloat16 matrix product over many rows beats the integer path (avx2.py picks). A 32-byte
+ * sub-block holds 8 columns' codes as 8 32-bit pairs of lanes (p = 0 low, p = 1 high), so
+ * shifting by 4j (p = 0) or 16 + 4j (p = 1) gives input k0 + 2j + p of those 8 columns:
+ * one contiguous 16-byte row piece of the output. Whole blocks per thread. */
+void awq_dequant_bf16(const uint8_t *w, const float *scales, const uint8_t *zeros, int64_t K,
+                      int64_t N, int64_t G, int64_t n0, int64_t n1, uint16_t *out,
+                      int threads) {
+  const int64_t chunks = K / CHUNK, width = n1 - n0;
+  const __m256i nibble = _mm256_set1_epi32(0xF), one = _mm256_set1_epi32(1);
+  const __m256i half = _mm256_set1_epi32(0x7fff);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t b = n0 / BLOCK; b < n1 / BLOCK; ++b)
+    for (int64_t kc = 0; kc < chunks; ++kc) {
+      const uint8_t *chunk = w + (b * chunks + kc) * 128;
+      const int64_t g = kc * CHUNK / G, k0 = kc * CHUNK;
+      for (int c = 0; c < 4; ++c) {
+        const int64_t col = b * BLOCK + 8 * c;
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(chunk + 32 * c));
+        const __m256 z = _mm256_cvtepi32_ps(
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(zeros + g * N + col))));
+        const __m256 s = _mm256_loadu_ps(scales + g * N + col);
+        for (int j = 0; j < 4; ++j)
+          for (int p = 0; p < 2; ++p) {
+            const __m256i q = _mm256_and_si256(_mm256_srli_epi32(v, 16 * p + 4 * j), nibble);
+            const __m256 f = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(q), z), s);
+            const __m256i bits = _mm256_castps_si256(f);
+            const __m256i rounded = _mm256_srli_epi32(
+                _mm256_add_epi32(bits, _mm256_add_epi32(
+                    half, _mm256_and_si256(_mm256_srli_epi32(bits, 16), one))), 16);
+            const __m256i packed =
+                _mm256_permute4x64_epi64(_mm256_packus_epi32(rounded, rounded), 0xD8);
+            _mm_storeu_si128((__m128i *)(out + (k0 + 2 * j + p) * width + col - n0),
+                             _mm256_castsi256_si128(packed));
+          }
+      }
+    }
+}
