@@ -203,7 +203,8 @@ def stage_decode(args) -> dict:
     7 talker linear shapes, one talker step and one codec frame, bf16 against every INT4
     backend but ``dequant``, all resident together (no memory cap: this is a speed stage)
     and timed in interleaved rounds."""
-    from decode import load_models, measure, table
+    from decode import load_models, measure
+    from decode_table import table
 
     from awq_tts.runtime import available_backends
 

@@ -29,6 +29,7 @@ from types import MethodType
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from decode_table import table  # noqa: E402
 from graph_calls import graphed_calls, predictor_graphed, torch_linears  # noqa: E402
 from memory import full_shape_pair  # noqa: E402
 from timing import interleaved, machine, paired_speedup  # noqa: E402
@@ -170,13 +171,17 @@ def bench_predictor_loop(tts, device: str, cache_len: int, repeats: int) -> dict
     return out
 
 
-def bench_synth(tts, device: str, frames: int) -> dict:
+def bench_synth(models: dict, device: str, frames: int, repeats: int = 3) -> dict:
+    """(d) for every model, after a warm-up call each, in ``repeats`` interleaved rounds."""
     from awq_tts.synth import speak
 
-    result = speak(tts, SENTENCE, max_new_tokens=frames, do_sample=False,
-                   subtalker_dosample=False)
-    return {"audio_s": result.seconds_audio, "wall_s": result.seconds_wall,
-            "rtf": result.real_time_factor}
+    def call(tts):
+        return lambda: speak(tts, SENTENCE, max_new_tokens=frames, do_sample=False,
+                             subtalker_dosample=False)
+    audio = {n: call(tts)().seconds_audio for n, tts in models.items()}
+    times = interleaved({n: call(tts) for n, tts in models.items()}, device, repeats)
+    return {n: {"audio_s": audio[n], "wall_s": t["median_s"], "rtf": t["median_s"] / audio[n],
+                "rounds": repeats} for n, t in times.items()}
 
 
 def load_models(bf16_dir: Path, int4_dir: Path, names: list[str], device: str) -> dict:
@@ -209,69 +214,17 @@ def run(args) -> dict:
                          device)
     result = {**measure(models, device, backends, args.repeats, args.cache),
               "synth_frames_cap": args.frames, "threads": torch.get_num_threads()}
-    for name, tts in models.items():
-        if not args.skip_synth:
-            result["models"][name]["synthesize"] = bench_synth(tts, device, args.frames)
-        print(f"{name}: {result['models'][name]}", flush=True)
-    del models, tts
+    for name, synth in ({} if args.skip_synth else bench_synth(models, device,
+                                                               args.frames)).items():
+        result["models"][name]["synthesize"] = synth
+    print(json.dumps(result["models"]), flush=True)
+    del models
     if "dequant" in backends:  # ~50× slower: timed on its own, with fewer rounds
         slow = load_models(bf16_dir, int4_dir, ["dequant"], device)
         result["models"].update(bench_models(slow, device, args.cache,
                                              max(1, args.repeats // 5)))
         print(f"dequant: {result['models']['dequant']}", flush=True)
     return result
-
-
-def table(result: dict) -> str:
-    names = ["bf16", *result["backends"]]
-    head = "| | " + " | ".join(names) + " | " + " | ".join(
-        f"{b} speed-up" for b in result["backends"]) + " |"
-    lines = [f"Machine: {result['machine']}; batch 1, KV cache {result['cache_tokens']}, "
-             f"{result['repeats']} interleaved rounds; median milliseconds (a linear: per call, "
-             f"in bursts of {result.get('burst', 1)}), speed-up = median of the per-round "
-             f"ratios.", "", head,
-             "|---|" + "---:|" * (2 * len(names) - 1)]
-
-    def row(label: str, values: dict, ups: dict) -> str:
-        cells = [f"{values[n] * 1e3:.2f}" if n in values else "–" for n in names]
-        ratio = [f"{ups[b]:.2f}×" if b in ups else (
-            f"{values['bf16'] / values[b]:.2f}×" if b in values else "–")
-            for b in result["backends"]]
-        return f"| {label} | " + " | ".join(cells + ratio) + " |"
-
-    for r in result["linears_s"]:
-        lines.append(row(f"{r['linear']} {r['shape']}", r, r.get("speedup", {})))
-    models = result["models"]
-    layers = result.get("talker_layers", 28)
-    for key, label in (("talker_step", f"talker step ({layers} layers)"),
-                       ("codec_frame", "codec frame (talker + 15 sub-steps)"),
-                       ("talker_step_graphs", "talker step, CUDA graph"),
-                       ("codec_frame_graphs", "codec frame, CUDA graphs (talker + predictor)")):
-        if not all(key in m for m in models.values()):
-            continue
-        lines.append(row(label, {n: m[key] for n, m in models.items()},
-                         {n: m["speedup"][key] for n, m in models.items()
-                          if key in m.get("speedup", {})}))
-    synth = {n: m["synthesize"]["rtf"] for n, m in models.items() if "synthesize" in m}
-    if synth:
-        cells = [f"RTF {synth[n]:.2f}" if n in synth else "–" for n in names]
-        ups = [f"{synth['bf16'] / synth[b]:.2f}×" if b in synth else "–"
-               for b in result["backends"]]
-        lines.append(f"| synthesize, ten words (≤{result['synth_frames_cap']} frames) | "
-                     + " | ".join(cells + ups) + " |")
-    loop = result.get("predictor_loop")
-    if loop:
-        lines += ["", f"One bf16 codec frame, code predictor by transformers' `generate`: "
-                      f"{loop['generate_s'] * 1e3:.2f} ms; by the plain loop `load` installs: "
-                      f"{loop['plain_s'] * 1e3:.2f} ms ({loop['speedup']:.2f}×)"
-                      + (f"; replayed from a CUDA graph: {loop['graphs_s'] * 1e3:.2f} ms "
-                         f"({loop['graphs_speedup']:.2f}× the plain loop)"
-                         if "graphs_s" in loop else "")
-                      + (f"; its predictor and codec head on torch's bf16 kernel: "
-                         f"{loop['torch_linears_s'] * 1e3:.2f} ms (the streaming one "
-                         f"{loop['gemv_speedup']:.2f}× faster)" if "gemv_speedup" in loop
-                         else "") + "."]
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -89,7 +89,7 @@ def test_the_deadline_leaves_a_complete_report(tmp_path):
 def test_the_decode_table_shows_the_cuda_graph_rows():
     """The rows only a CUDA run fills (the step and the frame replayed from CUDA graphs)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from decode import table
+    from decode_table import table
 
     def model(step, frame, graphed_step, graphed_frame, **speedup):
         row = {"talker_step": step, "codec_frame": frame, "talker_step_graphs": graphed_step,
