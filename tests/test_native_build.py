@@ -90,3 +90,15 @@ def test_two_runs_at_once_build_once_and_a_killed_builds_debris_goes(tmp_path):
         assert out.strip() == "['avx2', 'int4pack', 'dequant'] None", err
     assert sum("building awq_gemm_avx2.c" in err for _, err in outputs) == 1
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".build")] == [name]
+
+
+def test_a_changed_header_names_a_new_library(tmp_path):
+    """Kernels include csrc/*.h: editing one must not load a library built before."""
+    from awq_tts.runtime.backends.native import SOURCES, library_name
+
+    source = tmp_path / "kernel.c"
+    source.write_bytes((SOURCES / "gemv_bf16_avx2.c").read_bytes())
+    (tmp_path / "bf16.h").write_bytes((SOURCES / "bf16.h").read_bytes())
+    before = library_name(source)
+    (tmp_path / "bf16.h").write_text("/* edited */\n", encoding="utf-8")
+    assert library_name(source) != before and library_name(source).startswith("kernel-")

@@ -48,8 +48,11 @@ def kernel_dir() -> Path:
 
 
 def library_name(source: Path) -> str:
-    """The built library's file name: the source's stem and a hash of what it is built from."""
+    """The built library's file name: the source's stem and a hash of what it is built from
+    (the source, every header beside it, the flags and the machine type)."""
     digest = hashlib.sha256(source.read_bytes())
+    for header in sorted(source.parent.glob("*.h")):
+        digest.update(header.read_bytes())
     digest.update(f"{platform.machine()}|{FLAGS}".encode())
     return f"{source.stem}-{digest.hexdigest()[:16]}.so"
 

@@ -24,26 +24,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
+
 #define BLOCK 32
 #define CHUNK 8
 #define AHEAD 1024
 
-enum { F32 = 0, BF16 = 1 };
-
 static inline float load_x(const void *x, int dtype, int64_t i) {
-  if (dtype == F32) return ((const float *)x)[i];
-  uint32_t bits = (uint32_t)((const uint16_t *)x)[i] << 16;
-  float v;
-  memcpy(&v, &bits, sizeof v);
-  return v;
-}
-
-/* Round-to-nearest-even float32 -> bfloat16 (NaN kept a NaN). */
-static inline uint16_t to_bf16(float v) {
-  uint32_t bits;
-  memcpy(&bits, &v, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
-  return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+  return dtype == F32 ? ((const float *)x)[i] : from_bf16(((const uint16_t *)x)[i]);
 }
 
 /* int16 codes, scale and code sum of group i (G inputs) of the flattened rows of x. A group
