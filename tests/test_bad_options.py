@@ -112,3 +112,8 @@ def test_load_takes_a_dtype_or_its_name_and_names_the_ones_it_can(dtype, expecte
     with pytest.raises(UsageError, match=r"dtype torch.int8: load in torch.bfloat16, "
                                          r"torch.float16 or torch.float32 \(or their names\)"):
         resolve_dtype(torch.int8)
+
+
+def test_verify_refuses_an_expected_hash_that_is_no_sha256(tiny_base_awq):
+    refused(CliRunner().invoke(main, ["verify", str(tiny_base_awq), "--expect", "abc"]),
+            "--expect 'abc' is not a sha256 (64 hex digits)")

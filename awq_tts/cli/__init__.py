@@ -225,8 +225,13 @@ def verify(folder: Path, expect: str | None) -> None:
     it later with --expect. (`validate` appends its verdict to the record, which changes
     that sha256: publish it after validating.)
     """
+    import re
+
     from ..format.provenance import Provenance
 
+    if expect is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expect.strip()):
+        raise UsageError(f"--expect {expect!r} is not a sha256 (64 hex digits); pass the "
+                         f"'provenance sha256' line that verify prints")
     record = Provenance.read(folder)
     problems = record.verify(expect)
     for problem in problems:
