@@ -168,6 +168,9 @@ def audio_format(path: str | Path) -> str:
     """The container for ``path``'s suffix, or one line naming the ones there are (a WAV
     written under ``.mp3`` would fool every player that trusts the name)."""
     suffix = Path(path).suffix.lower()
+    if Path(path).is_dir():
+        raise UsageError(f"{path} is a folder; give a file name ending in "
+                         f"{' or '.join(AUDIO_FORMATS)}")
     if suffix not in AUDIO_FORMATS:
         raise UsageError(f"cannot write {Path(path).name}: awq-tts writes "
                          f"{' or '.join(AUDIO_FORMATS)} audio; name the output that way")

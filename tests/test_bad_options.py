@@ -117,3 +117,18 @@ def test_load_takes_a_dtype_or_its_name_and_names_the_ones_it_can(dtype, expecte
 def test_verify_refuses_an_expected_hash_that_is_no_sha256(tiny_base_awq):
     refused(CliRunner().invoke(main, ["verify", str(tiny_base_awq), "--expect", "abc"]),
             "--expect 'abc' is not a sha256 (64 hex digits)")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--text", "Hi.", "--text-file", "{readme}", "-o", "{out}/o.wav"],
+     "pass --text or --text-file, not both"),
+    (["--text", "Hi.", "-o", "{out}"], "is a folder; give a file name ending in .wav or .flac"),
+], ids=["text-twice", "output-is-a-folder"])
+def test_synthesize_names_a_doubled_text_or_a_folder_as_output(tiny_base, tmp_path, args,
+                                                               needle):
+    readme = tmp_path / "text.txt"
+    readme.write_text("A whole file that would be spoken instead.", encoding="utf-8")
+    names = {"readme": readme, "out": tmp_path}
+    refused(CliRunner().invoke(main, ["synthesize", str(tiny_base),
+                                      *[a.format(**names) for a in args]]), needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.txt"]

@@ -110,6 +110,8 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
     from ..runtime import graph_status, load
     from ..synth import audio_format, check_request, peak_memory_bytes, speak_long, write_wav
 
+    if text_file is not None and text is not None:
+        raise UsageError("pass --text or --text-file, not both")
     if text_file is not None:
         try:
             text = text_file.read_text(encoding="utf-8")
