@@ -80,8 +80,8 @@ def resolve_reference(quant: Path, reference: str | None) -> str:
     return spec
 
 
-def check_same_architecture(quant: Path, reference: str) -> None:
-    q, r = resolve(str(quant)).config, resolve(reference).config
+def check_same_architecture(quant: Path, reference: str, q: dict, r: dict) -> None:
+    """One line when the two checkpoints' configs (``q``, ``r``) name other architectures."""
     if q.get("model_type") != r.get("model_type") or q.get("tts_model_type") != r.get(
             "tts_model_type"):
         raise UsageError(f"architectures differ: {quant} is {q.get('tts_model_type')!r}, "
@@ -144,21 +144,22 @@ def validate_awq_quality(
     quant = Path(quantized)
     if not quant.is_dir():
         raise UsageError(f"{quant}: no such checkpoint folder")
-    if reference is None and not (resolve(str(quant)).config.get("quantization_config")
+    quant_config = resolve(str(quant)).config
+    if reference is None and not (quant_config.get("quantization_config")
                                   or provenance.Provenance.exists(quant)):
         # with a --reference, a bf16 QUANT gets its verdict: weights_audit fails
         raise UsageError(f"{quant} is not an INT4 checkpoint (no quantization_config, no "
                          f"{provenance.FILENAME}); validate the folder `awq-tts quantize` wrote")
     reference = resolve_reference(quant, reference)
-    if resolve(reference).config.get("quantization_config"):
+    ref_source = resolve(reference)      # once: a hub id would ask the hub again each time
+    if ref_source.config.get("quantization_config"):
         raise UsageError(f"reference {reference} is itself quantized (quantization_config in "
                          f"its config.json); pass the bf16 source as --reference")
-    check_same_architecture(quant, reference)
+    check_same_architecture(quant, reference, quant_config, ref_source.config)
     _, prompt_list = load_prompts(prompts or "heldout", "--prompts")
     prompt_list = prompt_list[:n_prompts] if n_prompts else prompt_list
     if ref_audio is not None:
         require_readable_audio(ref_audio, f"cannot read --ref-audio {ref_audio}")
-    ref_source = resolve(reference)
     ref_path = ref_source.path
     mapping = adapter_for(ref_source.config.get("model_type"), reference).mapping
     audit = weights_audit(quant, ref_path, mapping)
@@ -201,7 +202,7 @@ def validate_awq_quality(
     metrics["weights_audit"] = audit.summary()
     checks = quality_checks(metrics, thresholds)
     if thresholds.kl_vs_rtn is not None:
-        group = int(resolve(str(quant)).config["quantization_config"]["group_size"])
+        group = int(quant_config["quantization_config"]["group_size"])
         kl_rtn = rtn_kl(ref, reference, device, group, greedy_ref)
         metrics["teacher_forced"]["kl_mean_rtn_twin"] = kl_rtn
         ratio = metrics["teacher_forced"]["kl_mean"] / kl_rtn if kl_rtn > 0 else None
