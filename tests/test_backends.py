@@ -125,7 +125,7 @@ def test_avx2_prefill_tiles_are_the_exact_weight_rounded_once_to_bf16(group):
     buffers, k = layer._buffers, layer.in_features
     for n0, n1 in ((0, avx2.TILE), (avx2.TILE, avx2.TILE + 96), (32, 96)):
         tile = torch.empty(k, n1 - n0, dtype=torch.bfloat16)
-        avx2._kernel()[0].dequant(
+        avx2._dequant()(
             buffers["kernel_weight"].data_ptr(), buffers["kernel_scales"].data_ptr(),
             buffers["kernel_zeros"].data_ptr(), k, layer.out_features, group, n0, n1,
             tile.data_ptr(), 1)

@@ -20,14 +20,13 @@ nothing is installed and torch's kernel runs.
 from __future__ import annotations
 
 import ctypes
-import functools
 from types import MethodType
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backends.native import load_kernel
+from .backends.native import kernel_function
 
 #: The most rows one call of the kernel takes (a decode step is 1, a predictor frame's
 #: first forward 2); more go to torch, whose matrix product is then the better one.
@@ -39,20 +38,13 @@ _ARGS = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.
 ATTR = "awq_tts_gemv"
 
 
-@functools.cache
 def _kernel():
-    library, reason = load_kernel("gemv_bf16_avx2")
-    if library is None:
-        return None, reason
-    fn = library.gemv_bf16_avx2
-    fn.argtypes, fn.restype = _ARGS, ctypes.c_int
-    return fn, None
+    """``gemv_bf16_avx2``: ``(function, None)`` or ``(None, why it cannot run)``."""
+    return kernel_function("gemv_bf16_avx2", "gemv_bf16_avx2", _ARGS, ctypes.c_int)
 
 
 def unavailable() -> str | None:
     """Why the kernel cannot run on this machine, or None."""
-    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-        return "this CPU has no AVX2"
     return _kernel()[1]
 
 

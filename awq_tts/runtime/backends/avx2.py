@@ -40,14 +40,13 @@ unavailable and ``auto`` goes on to ``int4pack``. Layout: blocks of 32 columns Ã
 from __future__ import annotations
 
 import ctypes
-import functools
 import threading
 
 import torch
 
 from ...format.packing import pack_int4, unpack_int4
 from .base import Backend
-from .native import load_kernel
+from .native import kernel_function
 
 BLOCK = 32
 #: The C function's dtype codes; other callers run in float32.
@@ -67,19 +66,18 @@ TILE = 512
 _local = threading.local()
 
 
-@functools.cache
+_DEQUANT_ARGS = (*(ctypes.c_void_p,) * 3, *(ctypes.c_int64,) * 5, ctypes.c_void_p,
+                 ctypes.c_int)
+
+
 def _kernel():
-    library, reason = load_kernel("awq_gemm_avx2")
-    if library is None:
-        return None, reason
-    fn = library.awq_gemm_avx2
-    fn.argtypes, fn.restype = _ARGS, ctypes.c_int
-    dequant = library.awq_dequant_bf16
-    dequant.argtypes = (*(ctypes.c_void_p,) * 3, *(ctypes.c_int64,) * 5, ctypes.c_void_p,
-                        ctypes.c_int)
-    dequant.restype = None
-    fn.dequant = dequant
-    return fn, None
+    """The integer matmul ``awq_gemm_avx2``: ``(function, None)`` or ``(None, why not)``."""
+    return kernel_function("awq_gemm_avx2", "awq_gemm_avx2", _ARGS, ctypes.c_int)
+
+
+def _dequant():
+    """Prefill's tile dequantization ``awq_dequant_bf16`` (same library)."""
+    return kernel_function("awq_gemm_avx2", "awq_dequant_bf16", _DEQUANT_ARGS, None)[0]
 
 
 def _scratch(numel: int) -> torch.Tensor:
@@ -98,9 +96,6 @@ class Avx2(Backend):
     def unavailable(self, device: torch.device) -> str | None:
         if device.type != "cpu":
             return "it runs on the CPU only"
-        capability = torch.backends.cpu.get_cpu_capability()
-        if capability not in ("AVX2", "AVX512"):
-            return f"this CPU has no AVX2 (torch reports {capability})"
         return _kernel()[1]
 
     def unfit(self, layer) -> str | None:
@@ -158,7 +153,7 @@ class Avx2(Backend):
         bf16 matrix product (the bias added to its bf16 result in float32)."""
         buffers = layer._buffers
         k, n = layer.in_features, layer.out_features
-        x2, dequant = x2.contiguous(), _kernel()[0].dequant
+        x2, dequant = x2.contiguous(), _dequant()
         out = torch.empty(x2.shape[0], n, dtype=torch.bfloat16)
         for n0 in range(0, n, TILE):
             n1 = min(n0 + TILE, n)

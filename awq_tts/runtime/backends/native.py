@@ -14,8 +14,10 @@ loaded, so it shares torch's threads.
   next build removes a killed one's leftovers.
 * **Off switch:** ``AWQ_TTS_NATIVE=0`` makes every such kernel unavailable (nothing is
   built; ``auto`` takes torch's kernels).
-* **No compiler, or a failed build**, is not an error here: :func:`load_kernel` returns the
-  reason, and the backend that needs the kernel says it is unavailable with that reason.
+* **No compiler, a failed build or a CPU without AVX2** (every kernel is built with
+  ``FLAGS``) is not an error here: :func:`load_kernel` returns the reason, and whatever
+  needs the kernel says it is unavailable with that reason. :func:`kernel_function` hands
+  out one function of a library with its ctypes signature set.
 """
 
 from __future__ import annotations
@@ -96,6 +98,11 @@ def load_kernel(name: str) -> tuple[ctypes.CDLL | None, str | None]:
         return None, "the project's C kernels are off (AWQ_TTS_NATIVE=0)"
     if sys.platform != "linux":
         return None, "the project's C kernels are built on Linux only"
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX2", "AVX512"):           # every kernel is built with FLAGS
+        return None, f"this CPU has no AVX2 (torch reports {capability})"
     source = SOURCES / f"{name}.c"
     try:
         target = kernel_dir() / library_name(source)
@@ -108,6 +115,18 @@ def load_kernel(name: str) -> tuple[ctypes.CDLL | None, str | None]:
         where = ("" if exc.errno is None else   # errno: the folder; none: dlopen's refusal
                  f" (kernel folder {kernel_dir()}; set AWQ_TTS_KERNEL_DIR to a writable folder)")
         return _unavailable(f"could not build or load {source.name}: {exc}{where}")
+
+
+@functools.cache
+def kernel_function(name: str, symbol: str, argtypes: tuple, restype: type | None):
+    """``symbol`` of ``csrc/NAME.c`` (:func:`load_kernel`) with its ctypes signature set:
+    ``(function, None)``, or ``(None, why the kernel cannot run)``."""
+    library, reason = load_kernel(name)
+    if library is None:
+        return None, reason
+    function = getattr(library, symbol)
+    function.argtypes, function.restype = argtypes, restype
+    return function, None
 
 
 def _unavailable(reason: str) -> tuple[None, str]:
