@@ -138,10 +138,7 @@ def check_request(model, language: str, ref_audio: str | Path | None = None, *,
     if ref_text is not None and ref_audio is None:
         raise UsageError("--ref-text is the transcript of --ref-audio; pass --ref-audio too")
     if speaker is not None and kind == "custom_voice":
-        speakers = adapter.speakers(model)
-        if speaker.lower() not in {name.lower() for name in speakers}:
-            raise UsageError(f"unknown speaker {speaker!r}; this model has: "
-                             f"{', '.join(speakers)}")
+        adapter.require_speaker(model, speaker)
     if ref_audio is not None:
         require_ref_audio(ref_audio)
 

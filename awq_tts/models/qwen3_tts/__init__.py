@@ -227,6 +227,13 @@ class Qwen3TTS:
     def speakers(self, tts) -> list[str]:
         return sorted(tts.model.get_supported_speakers() or [])
 
+    def require_speaker(self, tts, name: str) -> str:
+        """``name`` if this model has that speaker (qwen-tts matches any case), else one line."""
+        speakers = self.speakers(tts)
+        if name.lower() not in {known.lower() for known in speakers}:
+            raise UsageError(f"unknown speaker {name!r}; this model has: {', '.join(speakers)}")
+        return name
+
     def clone_once(self, tts, voice: dict) -> dict:
         """A Base voice with its clone prompt computed (reused for every sample)."""
         if self.variant(tts) != "base" or "clone_prompt" in voice:
@@ -252,13 +259,7 @@ class Qwen3TTS:
                     ref_text=ref_texts, x_vector_only_mode=[t is None for t in ref_texts],
                     **kwargs)
             if kind == "custom_voice":
-                speakers = self.speakers(tts)
-                known = {name.lower() for name in speakers}
-                chosen = [str(v.get("speaker") or "") for v in voices]
-                for name in chosen:
-                    if name.lower() not in known:  # qwen-tts matches case-insensitively
-                        raise UsageError(f"unknown speaker {name!r}; this model has: "
-                                         f"{', '.join(speakers)}")
+                chosen = [self.require_speaker(tts, str(v.get("speaker") or "")) for v in voices]
                 if any(v.get("instruct") for v in voices):
                     kwargs["instruct"] = [v.get("instruct") for v in voices]
                 return tts.generate_custom_voice(text=texts, language=languages,
