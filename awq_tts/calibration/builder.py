@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..models import adapter_of
-from .prompts import Prompt, prompt_set_sha256
+from .prompts import Prompt, first_prompts, prompt_set_sha256
 
 DEFAULT_SEED = 1729
 #: The shortest talker sequence a calibration keeps (the prompt's prefix alone is longer).
@@ -111,10 +111,7 @@ def build_calibration(
     if n_samples < 1 or max_seq_len < MIN_SEQ_LEN:
         raise UsageError(f"--n-samples {n_samples} / --max-seq-len {max_seq_len}: give at "
                          f"least 1 / {MIN_SEQ_LEN}")
-    if len(prompts) < n_samples:
-        raise UsageError(f"the calibration set {name!r} has {len(prompts)} prompts; "
-                         f"--n-samples asks for {n_samples}")
-    chosen = prompts[:n_samples]
+    chosen = first_prompts(prompts, name, n_samples)
     conditioning = [_conditioning(tts, i, p, ref_audio) for i, p in enumerate(chosen)]
     results: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     forced = [i for i, p in enumerate(chosen) if p.audio]

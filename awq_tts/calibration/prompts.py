@@ -70,6 +70,15 @@ def load_prompts(source: str | None, option: str = "--calib") -> tuple[str, list
     return source, _rows_to_prompts(_read_hub(source, option), source)
 
 
+def first_prompts(prompts: list[Prompt], name: str, n_samples: int | None) -> list[Prompt]:
+    """The first ``n_samples`` of the set ``name`` (all with None), or one line when it
+    holds fewer."""
+    if n_samples is not None and n_samples > len(prompts):
+        raise UsageError(f"the calibration set {name!r} has {len(prompts)} prompts; "
+                         f"--n-samples asks for {n_samples}")
+    return prompts[:n_samples]
+
+
 def _names_a_file(source: str) -> bool:
     """A path, not a hub id (``name`` or ``owner/name``): a file suffix, a leading ``/``,
     ``.`` or ``~``, or more than one ``/``."""

@@ -258,14 +258,11 @@ def calib() -> None:
 @friendly
 def calib_show(source, n_samples) -> None:
     """Print a prompt set: count per language, length statistics and hash."""
-    from ..calibration.prompts import load_prompts
+    from ..calibration.prompts import first_prompts, load_prompts
     from ..report import print_prompt_set
 
     name, prompts = load_prompts(source)
-    if n_samples and n_samples > len(prompts):   # as quantize would refuse it
-        raise UsageError(f"the calibration set {name!r} has {len(prompts)} prompts; "
-                         f"--n-samples asks for {n_samples}")
-    print_prompt_set(name, prompts[:n_samples] if n_samples else prompts)
+    print_prompt_set(name, first_prompts(prompts, name, n_samples))   # as quantize takes them
 
 
 main.add_command(blend)
