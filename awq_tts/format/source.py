@@ -52,7 +52,10 @@ def resolve(spec: str, revision: str | None = None) -> Source:
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"{spec} is a file; pass the checkpoint *folder*")
-        return Source(spec, path, revision, _read_config(path))
+        if revision is not None:
+            raise UsageError(f"--revision {revision} picks a hub revision, and {spec} is a "
+                             f"local folder; leave --revision out")
+        return Source(spec, path, None, _read_config(path))
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise UsageError(f"{spec}: no such folder (and not a hub id of the form owner/name)")
     from huggingface_hub import snapshot_download

@@ -84,9 +84,6 @@ def quantize(
     if out.exists() and not force:
         raise UsageError(f"{out} already exists; pass --force to replace it")
     device = resolve_device(device)
-    if revision is not None and Path(src).exists():
-        raise UsageError(f"--revision {revision} picks a hub revision, and {src} is a local "
-                         f"folder; leave --revision out")
     src_info = source.resolve(str(src), revision)
     source.check(src_info, group_size)
     calib_name, prompts = load_prompts(calib)
