@@ -80,13 +80,7 @@ def torch_linears(tts, frame):
     (``runtime/bf16_gemv.py``) back on ``nn.Linear.forward``, for the paired comparison."""
     from awq_tts.runtime import bf16_gemv
 
-    fast = [m for m in tts.model.modules() if getattr(m, bf16_gemv.ATTR, False)]
-
     def call():
-        saved = [m.__dict__.pop("forward") for m in fast]
-        try:
+        with bf16_gemv.bypassed(tts.model):
             frame()
-        finally:
-            for module, forward in zip(fast, saved, strict=True):
-                module.forward = forward
     return call
