@@ -12,6 +12,8 @@ the predictor eager, with the reason in its status and the random generator usab
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 
 import numpy as np
 import pytest
@@ -159,6 +161,29 @@ def test_the_captured_frame_never_reads_a_tensor_on_the_host(bf16, sampling):
     with _HostReads() as reads:              # the check itself sees a host read
         predictor.frame_codes(cp, *args).sum().item()
     assert reads.found == ["_local_scalar_dense"]
+
+
+def test_a_captured_frame_keeps_alive_every_buffer_its_graph_uses(bf16, monkeypatch):
+    """A CUDA graph owns only what it allocated while capturing; the embeddings, cache and
+    positions it was captured on must live as long as the :class:`FrameGraph`. Checked on
+    the CPU with a capture that, like torch's, keeps nothing the run used (the first GPU
+    runs' replays read a freed cache: wrong codes, then an illegal memory access)."""
+    used: list[weakref.ref] = []
+    real = graphs.frame_codes
+
+    def recording(predictor_, embeds, cache, positions, *rest):
+        used.extend(weakref.ref(x) for x in (embeds, cache, positions))
+        return real(predictor_, embeds, cache, positions, *rest)
+
+    monkeypatch.setattr(graphs, "frame_codes", recording)
+    monkeypatch.setattr(graphs, "capture", lambda run, device: (object(), run()))
+    frame = graphs.FrameGraph(bf16.model.talker.code_predictor, _embeds(bf16, 0), 15, GREEDY)
+    gc.collect()
+    assert len(used) == 3 and all(ref() is not None for ref in used)
+    assert used[1]().layers[0].key_buffer is not None
+    del frame
+    gc.collect()
+    assert all(ref() is None for ref in used)       # and no longer than the graph
 
 
 # ---- on CUDA ---------------------------------------------------------------------------

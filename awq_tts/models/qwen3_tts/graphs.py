@@ -5,12 +5,13 @@ On a GPU at batch 1 the code predictor's 15 forwards per frame are launch-bound:
 captures one whole frame of :func:`predictor.frame_codes` (prefill, 14 steps, the token
 draws) once per input shape and sampling setting, then replays it: one launch per frame.
 
-It replays the kernels the eager :func:`predictor.frame_codes` runs, on the same buffers.
-The first GPU run (an H200) found the replayed greedy codes of the random-weight tiny
-model leaving the eager loop's after a few codes, as round-off at a near tie would; the
-``gpu`` tests now compare logits on fresh inputs within bf16 round-off, which tells round-off
-from stale data (a replay reading what the capture saw). Sampled draws come from the CUDA
-generator's graph-safe stream: the same seed gives the same codes, not the eager draws.
+It replays the kernels the eager :func:`predictor.frame_codes` runs, on the same buffers,
+which the :class:`FrameGraph` keeps alive as long as its graph (a graph does not own the
+memory it was captured on; an earlier version freed its cache after the capture, and its
+replays read whatever was allocated there next). The ``gpu`` tests compare replayed logits
+on fresh inputs with eager ones within bf16 round-off, which tells round-off from stale
+data. Sampled draws come from the CUDA generator's graph-safe stream: the same seed gives
+the same codes, not the eager draws.
 
 Capturing costs one warm-up frame and the capture (the random generator is put back
 afterwards, so a seeded first call draws what a seeded later call draws) and keeps a
@@ -100,19 +101,25 @@ def describe(captured: int, failed: list[str]) -> str:
 
 
 class FrameGraph:
-    """One frame of ``predictor`` captured for one input shape and sampling setting."""
+    """One frame of ``predictor`` captured for one input shape and sampling setting.
+
+    A CUDA graph owns only what it allocated while capturing; the buffers it reads and
+    writes that were allocated before (the input embeddings, the key/value cache, the
+    positions) are this object's attributes, so they live exactly as long as the graph.
+    (The first GPU runs found replays reading a freed cache: codes off by whole logits,
+    speech that did not repeat, and at last an illegal memory access.)"""
 
     def __init__(self, predictor, like: torch.Tensor, max_new_tokens: int,
                  sampling: tuple) -> None:
         sample = sampling[0]
         warp = sampling_warpers(*sampling)
         self.embeds = torch.zeros_like(like)
-        cache = fixed_cache(predictor, like.shape[1] + max_new_tokens - 1)
-        positions = torch.arange(like.shape[1] + max_new_tokens, device=like.device)
+        self.cache = fixed_cache(predictor, like.shape[1] + max_new_tokens - 1)
+        self.positions = torch.arange(like.shape[1] + max_new_tokens, device=like.device)
 
         def run() -> torch.Tensor:
-            return frame_codes(predictor, self.embeds, cache, positions, max_new_tokens, warp,
-                               sample)
+            return frame_codes(predictor, self.embeds, self.cache, self.positions,
+                               max_new_tokens, warp, sample)
 
         self.graph, self.codes = capture(run, like.device)
 
