@@ -10,6 +10,7 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import CPU_BACKEND, FAST, GREEDY
 
@@ -152,6 +153,37 @@ def test_memory_budget_on_cpu_is_a_fresh_process_peak(validated):
     probe.cpu_probe = measured
     memory, ratio = probe.checks(metrics, is_int4=True)
     assert memory.failed and ratio.passed
+
+
+@pytest.mark.gpu
+def test_the_cuda_memory_check_counts_the_int4_model_alone():
+    """The bf16 reference shares the device during validation: its bytes count neither in
+    the INT4 peak nor against the budget (the first GPU run reported 6.3 GiB, reference
+    included, for a model that peaks at 2.5 GiB alone); going past the budget still fails."""
+    from awq_tts.validate.memory import MemoryProbe, OutOfBudget
+
+    mib = 2**20
+    reference = torch.empty(1024 * mib, dtype=torch.uint8, device="cuda")   # resident throughout
+    probe = MemoryProbe("cuda", budget_gb=0.5)
+    model = probe.track(lambda: torch.empty(128 * mib, dtype=torch.uint8, device="cuda"))
+    probe.resident_bytes = model.numel()
+    probe.track(lambda: torch.empty(256 * mib, dtype=torch.uint8, device="cuda").sum())
+    assert 384 * mib <= probe.peak_bytes < 400 * mib, probe.peak_bytes / mib
+    with pytest.raises(OutOfBudget):
+        probe.track(lambda: torch.empty(600 * mib, dtype=torch.uint8, device="cuda"))
+    assert probe.peak_bytes < 0.5 * 2**30 and reference.numel() == 1024 * mib
+
+
+def test_own_peak_leaves_out_what_others_hold():
+    """The same model and run give the same peak whether 0 or 3.8 GiB of others' tensors
+    (the bf16 reference) sit on the device."""
+    from awq_tts.validate.memory import own_peak
+
+    gib = 2**30
+    resident, work = int(1.7 * gib), int(0.8 * gib)
+    peaks = {own_peak(resident + others, resident, resident + others + work)
+             for others in (0, int(3.8 * gib))}
+    assert peaks == {resident + work}
 
 
 def test_unmeasurable_checks_are_skipped_not_passed():

@@ -176,7 +176,6 @@ def validate_awq_quality(
     memory = MemoryProbe(device, thresholds.budget_gb, backend, cuda_graphs, offload_embeddings)
     try:
         int4 = memory.load(quant)
-        memory.release_budget()
         ref = load(reference, device=device, dtype=torch.bfloat16)
         voice = rollout.voice_for(ref, ref_audio or synthetic_reference(seconds=2.0, seed=seed))
         key = (str(ref_path.resolve()), _mtime(ref_path), device, seed, max_new_tokens,
@@ -185,7 +184,6 @@ def validate_awq_quality(
         runs = _rollouts(int4, ref, prompt_list, voice, seed, max_new_tokens, memory, progress,
                          key)
     except OutOfBudget as exc:
-        memory.release_budget()
         failed = Check("memory", None, thresholds.budget_gb, "<=", FAIL, str(exc))
         report = ValidationReport(str(quant), str(reference), [failed],
                                   {"memory": {"error": str(exc)}}, strict=strict)
@@ -237,10 +235,8 @@ def _rollouts(int4, ref, prompt_list, voice, seed, max_new_tokens, memory, progr
             runs[("bf16", mode)] = _BF16_ROLLOUTS[(*key, mode)]
             bar.update(len(prompt_list))
             caps = [rollout.runaway_cap(n, max_new_tokens) for n in runs[("bf16", mode)].frames]
-            memory.apply_budget()
             runs[("int4", mode)] = memory.track(lambda g=greedy, c=caps: rollout.speak(
                 int4, prompt_list, voice, g, seed, max_new_tokens, caps=c, progress=bar))
-            memory.release_budget()
     return runs
 
 

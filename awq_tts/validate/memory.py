@@ -1,7 +1,8 @@
 """Memory checks that mean something: what the INT4 model costs where it runs.
 
-* CUDA: peak VRAM of the INT4 load plus both rollout modes, under the budget enforced with
-  the per-process memory fraction (an out-of-memory inside the budget is a failed check).
+* CUDA: the INT4 model's own peak VRAM over its load and both rollout modes (the bf16
+  reference on the same device not counted), under the budget enforced with the
+  per-process memory fraction (an out-of-memory inside the budget is a failed check).
 * CPU: in a *fresh* process, the peak resident-set increase over the baseline after
   imports, of loading the INT4 model with the chosen backend and speaking one sentence.
   Measured in-process it would include the bf16 reference and whatever ran before.
@@ -72,12 +73,26 @@ print("RESULT" + json.dumps({"load_kib": loaded - base, "peak_kib": peak - base}
 """
 
 
+def own_peak(start: int, resident: int, device_peak: int) -> int:
+    """A run's peak device bytes that are the model's own: what the model held when the run
+    began (``resident``) plus what the run allocated above the device's ``start``. Others'
+    tensors, resident throughout, cancel out."""
+    return resident + max(device_peak - start, 0)
+
+
 class OutOfBudget(Exception):
     """The INT4 model ran out of GPU memory inside the budget."""
 
 
 class MemoryProbe:
-    """Loads the INT4 model and keeps the numbers the memory checks need."""
+    """Loads the INT4 model and keeps the numbers the memory checks need.
+
+    On CUDA the validator holds the bf16 reference on the same device while the INT4 model
+    speaks, so the device-wide peak is not the INT4 model's. :meth:`track` counts only what
+    the INT4 model holds: its resident bytes (measured at its load, which comes first) plus
+    the working memory a run allocates above what was allocated when it began, and it lets
+    the budget grow by what others hold at that moment. (The first GPU run counted the
+    reference too: 6.3 GiB against the 2.5 GiB the INT4 model uses alone.)"""
 
     def __init__(self, device: str, budget_gb: float, backend: str = "auto",
                  cuda_graphs: bool = False, offload_embeddings: bool = False) -> None:
@@ -85,16 +100,17 @@ class MemoryProbe:
         self.cuda_graphs, self.offload_embeddings = cuda_graphs, offload_embeddings
         self.cuda = device.startswith("cuda")
         self.peak_bytes: int | None = None
+        self.resident_bytes = 0           # the INT4 model's, on the device
+        self._others = 0                  # other tensors' bytes on the device at a run's start
         self.cpu_probe: dict | None = None
         self.int4_bytes: dict[str, int] = {}
 
     def load(self, path: Path):
-        self.apply_budget()
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
         model = self.track(lambda: load(path, device=self.device, dtype=torch.bfloat16,
                                         backend=self.backend, cuda_graphs=self.cuda_graphs,
                                         offload_embeddings=self.offload_embeddings))
+        if self.cuda:
+            self.resident_bytes = torch.cuda.memory_allocated(self.device) - self._others
         self.int4_bytes = {scope: model_bytes(model, scope) for scope in ("model", "decoder")}
         return model
 
@@ -118,24 +134,27 @@ class MemoryProbe:
             return
         self.cpu_probe = json.loads(line[0][len("RESULT"):])
 
-    def apply_budget(self) -> None:
-        if self.cuda:
-            total = torch.cuda.get_device_properties(self.device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, self.budget_gb * 2**30 / total))
-
     def track(self, fn):
-        """Run ``fn``; on CUDA, record the peak and turn out-of-memory into a failed check."""
+        """Run ``fn`` (the INT4 model's load or speech); on CUDA, under the budget plus what
+        others hold now, recording the INT4 model's own peak (:func:`own_peak`), and with
+        out-of-memory turned into a failed check."""
+        if not self.cuda:
+            return fn()
+        start = torch.cuda.memory_allocated(self.device)
+        self._others = start - self.resident_bytes
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        torch.cuda.set_per_process_memory_fraction(
+            min(1.0, (self.budget_gb * 2**30 + self._others) / total), self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
         try:
             return fn()
         except torch.cuda.OutOfMemoryError as exc:
             raise OutOfBudget(f"INT4 model ran out of memory within {self.budget_gb} GB") from exc
         finally:
-            if self.cuda:
-                self.peak_bytes = max(self.peak_bytes or 0, torch.cuda.max_memory_allocated())
-
-    def release_budget(self) -> None:
-        if self.cuda:
-            torch.cuda.set_per_process_memory_fraction(1.0)
+            peak = own_peak(start, self.resident_bytes,
+                            torch.cuda.max_memory_allocated(self.device))
+            self.peak_bytes = max(self.peak_bytes or 0, peak)
+            torch.cuda.set_per_process_memory_fraction(1.0, self.device)
 
     def report(self, int4, ref) -> dict:
         ref_bytes = {scope: model_bytes(ref, scope) for scope in ("model", "decoder")}
