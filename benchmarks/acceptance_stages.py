@@ -81,11 +81,11 @@ def stage_env(args) -> dict:
 
 
 def stage_gpu_tests(args) -> dict:
-    """``pytest -m gpu``: the summary and the failing tests here, the whole output (short
+    """``pytest -m gpu``: the summary, the failing and skipped tests here, the whole output (short
     tracebacks) in ``OUT/gpu_tests.txt``, so one device call is enough to diagnose."""
     # no device second on building the CPU kernel, which no gpu test runs
     run = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "--tb=short",
-                          "-rfE", "-p", "no:cacheprovider", str(ROOT / "tests")],
+                          "-rfEs", "-p", "no:cacheprovider", str(ROOT / "tests")],
                          capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "AWQ_TTS_NATIVE": "0"})
     Path(args.out, "gpu_tests.txt").write_text(run.stdout + run.stderr)
@@ -93,7 +93,8 @@ def stage_gpu_tests(args) -> dict:
     summary = next((ln for ln in reversed(lines) if re.search(r"\d+ (passed|failed|skipped|"
                                                                r"deselected|error)", ln)), "")
     return {"exit_code": run.returncode, "summary": summary.strip("= "),
-            "failures": [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))][:40]}
+            "failures": [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))][:40],
+            "skipped": [ln for ln in lines if ln.startswith("SKIPPED")][:20]}
 
 
 def _paths(args) -> tuple[Path, Path]:

@@ -88,6 +88,10 @@ def _child(args, stage: str, extra: list[str], timeout: int) -> dict:
                  "cut": f"{cut}; this is what it had measured"} if found else {"error": cut})
     found = results_in(run.stdout)
     tail = " | ".join((run.stderr or run.stdout).strip().splitlines()[-3:])
+    if run.returncode:      # the whole traceback, so one device call is enough to diagnose
+        log = Path(args.out, "-".join([stage, *extra[1:]]) + ".stderr.txt")
+        log.write_text(run.stderr)
+        tail += f" (whole stderr: {log.name})"
     if not found:
         return {"error": tail, "exit_code": run.returncode}
     result = {**found[-1], "stage_s": time.perf_counter() - start}

@@ -69,6 +69,8 @@ def test_a_stage_runs_in_its_own_process(tmp_path):
     assert result["device"] == "cpu" and "int4pack" in result["backends"], result
     broken = _child(args, "validate", [], timeout=300)   # no checkpoint built: an error row
     assert "error" in broken and broken["exit_code"] != 0
+    assert "(whole stderr: validate.stderr.txt)" in broken["error"]
+    assert "Traceback" in (tmp_path / "validate.stderr.txt").read_text()
 
 
 def test_the_deadline_leaves_a_complete_report(tmp_path):
@@ -141,7 +143,9 @@ def test_a_stage_cut_short_keeps_its_partial_result(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_acceptance.subprocess, "run", crashed)
     result = gpu_acceptance._child(args, "speak_one", [], 7)
     assert result["rtf"] == 0.5 and result["cut"] == (
-        "exit code -11 after this partial result: Segfault")
+        "exit code -11 after this partial result: Segfault (whole stderr: "
+        "speak_one.stderr.txt)")
+    assert (tmp_path / "speak_one.stderr.txt").read_text() == "Segfault\n"
 
 
 def test_the_speak_table_shows_cuda_graph_rtf_and_cut_stages():
