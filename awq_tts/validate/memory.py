@@ -149,7 +149,10 @@ class MemoryProbe:
         try:
             return fn()
         except torch.cuda.OutOfMemoryError as exc:
-            raise OutOfBudget(f"INT4 model ran out of memory within {self.budget_gb} GB") from exc
+            beside = (f" (other tensors held {self._others / 2**30:.2f} GiB beside it, such as "
+                      f"the bf16 reference)" if self._others > 2**20 else "")
+            raise OutOfBudget(f"INT4 model ran out of memory within {self.budget_gb} GB"
+                              f"{beside}") from exc
         finally:
             peak = own_peak(start, self.resident_bytes,
                             torch.cuda.max_memory_allocated(self.device))
