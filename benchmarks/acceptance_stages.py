@@ -216,63 +216,6 @@ def stage_decode(args) -> dict:
     return {**result, "table_markdown": table(result)}
 
 
-def stage_quantize(args) -> dict:
-    from quantize_full import time_talker
-    from rollout_speed import step_costs, with_fallback
-
-    from awq_tts import quantize
-
-    bf16, int4 = _paths(args)
-    apply_cap(args.device, args.cap_gib)
-    peak = Peak(args.device)
-
-    def run(rollout: str):
-        peak.reset()
-        with time_talker() as timing:
-            return quantize(bf16, int4, device=args.device, n_samples=args.n_samples,
-                            max_seq_len=args.max_seq_len, batch_size=8, force=True,
-                            progress=False, rollout=rollout), timing
-
-    (summary, timing), fallback = with_fallback(run)
-    per_layer = [r.seconds for r in summary.layer_reports]
-    factor = (128 * 512) / (args.n_samples * args.max_seq_len)
-    result = {"n_samples": args.n_samples, "max_seq_len": args.max_seq_len,
-              "wall_s": summary.seconds, "calibration_s": summary.calibration_seconds,
-              "walk_s": summary.walk_seconds, "layer_s": per_layer, "peak_gib": peak.gib(),
-              "layers": len(per_layer), "rollout": summary.calibration.get("rollout"),
-              "extrapolated_default_s": factor * (summary.calibration_seconds
-                                                  + summary.walk_seconds),
-              "extrapolation": f"calibration and walk × {factor:g} (token ratio to 128 × 512; an "
-                               f"upper bound: the search replays at most --loss-tokens tokens)",
-              **speech_estimate(timing, summary),
-              **({"rollout_fallback": fallback} if fallback else {})}
-    print("RESULT" + json.dumps(result), flush=True)   # kept if what follows runs out of time
-    try:
-        result["rollout_steps"] = step_costs(bf16, args.device, *((4, 8, 4) if args.tiny
-                                                                  else (8, 24, 8)))
-    except Exception as exc:  # noqa: BLE001 (the quantize figures above stand)
-        result["rollout_steps"] = {"error": f"{type(exc).__name__}: {exc}"}
-    return result
-
-
-def speech_estimate(timing: dict, summary) -> dict:
-    """The defaults at speech-length rollouts (``quantize_full.py``'s assumption), from the
-    run's own prefill, decode and walk costs: decode priced per row-step and per batch
-    step, whichever is dearer (a CPU pays per row, a GPU per step); the walk scaled by
-    tokens."""
-    from quantize_full import calibration_cost, speech_frames
-
-    if not timing["prefill_s"] or not timing["decode_steps"]:
-        return {}
-    cost = calibration_cost(timing, speech_frames())
-    decode = max(cost["decode_row_s"], cost["decode_step_s"])
-    walk = summary.walk_seconds * max(1.0, cost["tokens"] / max(summary.calibration["tokens"], 1))
-    return {"speech_estimate_s": cost["prefill_s"] + decode + walk,
-            "speech_estimate": {"prefill_s": cost["prefill_s"], "decode_s": decode,
-                                "walk_s": walk, "tokens": round(cost["tokens"]),
-                                "frames": sum(cost["frames"])}}
-
-
 def stage_validate(args) -> dict:
     from awq_tts.validate import validate_awq_quality
 
@@ -287,6 +230,8 @@ def stage_validate(args) -> dict:
             "memory": report.metrics.get("memory"),
             "note": "random weights never stop: tokens capped, the verdict is not judged"}
 
+
+from acceptance_quantize import stage_quantize  # noqa: E402 (a sibling script module)
 
 STAGE_FUNCTIONS = {"env": stage_env, "gpu_tests": stage_gpu_tests, "build": stage_build,
                    "speak_one": stage_speak_one, "decode": stage_decode,

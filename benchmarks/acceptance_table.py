@@ -57,6 +57,14 @@ def table(results: dict) -> str:
                          f"{q['speech_estimate_s'] / 60:.1f} min at speech-length rollouts"
                          if "speech_estimate_s" in q else "")
                       + (f"; rollouts {(q.get('rollout') or {}).get('decode', '?')}")]
+        fit = q.get("fit") or {}
+        if "default_s" in fit:
+            runs = " and ".join(f"{r['tokens']:,}" for r in fit["runs"])
+            lines.append(f"Fitted to the runs at {runs} tokens (fixed + per-token cost, "
+                         f"calibration and walk apart): {fit['default_s'] / 60:.1f} min at "
+                         f"128 × 512 with every rollout at the cap")
+        elif fit:
+            lines.append(f"Second quantize for the fit: {fit.get('error')}")
         if q.get("rollout_fallback"):
             lines.append(q["rollout_fallback"])
         steps = q.get("rollout_steps") or {}

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,6 +41,8 @@ def test_dry_run_writes_every_stage(tmp_path):
     assert quantized["layers"] == 2 and quantized["extrapolated_default_s"] > 0
     assert quantized["speech_estimate_s"] > 0 and quantized["rollout"]["talker_row_steps"] > 0
     assert quantized["rollout"]["decode"] == "dropping"     # graphs are CUDA's
+    fit = quantized["fit"]           # the second run has twice the prompts
+    assert fit["runs"][1]["tokens"] > fit["runs"][0]["tokens"] and fit["default_s"] > 0
     steps = quantized["rollout_steps"]
     for mode in ("dropping", "static"):       # a tiny model's step may drown in the noise:
         assert len(steps[mode]["walls_s"]) == 2 and min(steps[mode]["walls_s"]) > 0
@@ -52,6 +56,7 @@ def test_dry_run_writes_every_stage(tmp_path):
     assert decode["predictor_loop"]["generate_s"] > 0 and decode["predictor_loop"]["speedup"] > 0
     table = (out / "gpu_acceptance.md").read_text()
     assert "INT4 int4pack" in table and "Quantize (4 × 32 tokens" in table
+    assert "min at 128 × 512 with every rollout at the cap" in table
     assert "rollouts dropping" in table and "Calibration rollout step at batch 4" in table
     assert "| talker step (2 layers) |" in table and "by the plain loop" in table
 
@@ -163,6 +168,27 @@ def test_the_speak_table_shows_cuda_graph_rtf_and_cut_stages():
     assert "| dequant | boom | | | | |" in text
     assert "bf16, CUDA graphs (125 frames): on (1 captured)" in text
     assert "INT4 int4pack: timed out after 60 s" in text
+
+
+def test_the_default_recipe_is_priced_by_a_fit_not_by_the_token_ratio():
+    """The H200's run: the search's cost does not grow with tokens past --loss-tokens, so two
+    runs fix a fixed cost and a slope per part; a part without a measurable slope is priced
+    at its larger run, never below it."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from acceptance_quantize import token_fit
+
+    first = {"tokens": 4096, "calibration_s": 20.0, "walk_s": 22.0}
+    second = {"tokens": 8192, "calibration_s": 38.0, "walk_s": 24.0}
+    fit = token_fit(first, second, tokens=65536)
+    calibration, walk = fit["parts"]["calibration_s"], fit["parts"]["walk_s"]
+    assert calibration["per_token_s"] == pytest.approx(18 / 4096)
+    assert calibration["at_default_s"] == pytest.approx(20 + 18 * 15)
+    assert walk["at_default_s"] == pytest.approx(22 + 2 * 15)
+    assert fit["default_s"] == pytest.approx(290 + 52)       # against × 16: 672 s
+    noisy = token_fit(first, {**second, "walk_s": 21.5}, tokens=65536)["parts"]["walk_s"]
+    assert noisy == {"per_token_s": None, "at_default_s": 22.0}
+    with pytest.raises(ValueError, match="cannot be fitted"):
+        token_fit(first, first)
 
 
 def test_a_rollout_step_drowned_in_noise_is_said_not_printed_as_a_cost():
