@@ -17,23 +17,26 @@ def table(results: dict) -> str:
     env = results.get("env", {})
     lines = [f"Device: {env.get('gpu', results['device'])} (torch {env.get('torch')}), "
              f"memory cap {results['cap_gib']} GiB{'; tiny dry run' if results['tiny'] else ''}",
-             "", "| model | load peak GiB | speech peak GiB | audio s | RTF | RTF, CUDA graphs |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "", "| model | load peak GiB | speech peak GiB | audio s | RTF | RTF, CUDA graphs "
+                 "| speech peak GiB, CUDA graphs |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     speak = results.get("speak") or {}
     if "skipped" in speak:
         speak = {"all models": speak}
     notes = []
     for name, r in speak.items():
         if not isinstance(r, dict) or "error" in r or "skipped" in r:
-            lines.append(f"| {name} | {r.get('error', r.get('skipped', '?'))} | | | | |")
+            lines.append(f"| {name} | {r.get('error', r.get('skipped', '?'))} | | | | | |")
             continue
         label = name if name == "bf16" else f"INT4 {name}"
         graphed = r.get("graphs") or {}
         lines.append(f"| {label} | {_f(r.get('load_peak_gib'))} | {_f(r.get('peak_gib'))} | "
                      f"{_f(r.get('audio_s'), '{:.1f}')} | {_f(r.get('rtf'))} | "
-                     f"{_f(graphed.get('rtf'))} |")
+                     f"{_f(graphed.get('rtf'))} | {_f(graphed.get('peak_gib'))} |")
         notes += [f"{label}: {r['cut']}"] if "cut" in r else []
-        notes += [f"{label}, CUDA graphs ({graphed['frames_cap']} frames): {graphed['status']}"
+        notes += [f"{label}, CUDA graphs ({graphed['frames_cap']} frames"
+                  + (f", {graphed['audio_s']:.1f} s of audio" if "audio_s" in graphed else "")
+                  + f"): {graphed['status']}"
                   + (f"; the capturing first call took {graphed['capture_call_s']:.1f} s"
                      if "capture_call_s" in graphed else "")] if graphed else []
         notes += [f"{label}: the first call of the process (8 frames) took "

@@ -68,7 +68,8 @@ def test_a_stage_runs_in_its_own_process(tmp_path):
     from gpu_acceptance import _child
 
     args = argparse.Namespace(out=tmp_path, device="cpu", cap_gib=6.0, work=tmp_path / "w",
-                              frames=12, n_samples=4, max_seq_len=32, validate_tokens=24,
+                              frames=12, speech_frames=30, n_samples=4, max_seq_len=32,
+                              validate_tokens=24,
                               tiny=True)
     result = _child(args, "env", [], timeout=300)
     assert result["device"] == "cpu" and "int4pack" in result["backends"], result
@@ -129,7 +130,8 @@ def test_a_stage_cut_short_keeps_its_partial_result(tmp_path, monkeypatch):
     import gpu_acceptance
 
     args = argparse.Namespace(out=tmp_path, device="cpu", cap_gib=6.0, work=tmp_path / "w",
-                              frames=12, n_samples=4, max_seq_len=32, validate_tokens=24,
+                              frames=12, speech_frames=30, n_samples=4, max_seq_len=32,
+                              validate_tokens=24,
                               tiny=True)
     printed = b'loading\nRESULT{"rtf": 0.5}\n'
 
@@ -159,14 +161,15 @@ def test_the_speak_table_shows_cuda_graph_rtf_and_cut_stages():
 
     row = {"load_peak_gib": 1.0, "peak_gib": 1.5, "audio_s": 30.0, "rtf": 0.5}
     results = {"device": "cuda:0", "cap_gib": 6.0, "tiny": False, "speak": {
-        "bf16": {**row, "graphs": {"rtf": 0.2, "frames_cap": 125, "status": "on (1 captured)"}},
+        "bf16": {**row, "graphs": {"rtf": 0.2, "frames_cap": 375, "status": "on (1 captured)",
+                                   "audio_s": 30.0, "peak_gib": 1.75}},
         "int4pack": {**row, "cut": "timed out after 60 s; this is what it had measured"},
         "dequant": {"error": "boom"}}}
     text = table(results)
-    assert "| bf16 | 1.00 | 1.50 | 30.0 | 0.50 | 0.20 |" in text
-    assert "| INT4 int4pack | 1.00 | 1.50 | 30.0 | 0.50 | – |" in text
-    assert "| dequant | boom | | | | |" in text
-    assert "bf16, CUDA graphs (125 frames): on (1 captured)" in text
+    assert "| bf16 | 1.00 | 1.50 | 30.0 | 0.50 | 0.20 | 1.75 |" in text
+    assert "| INT4 int4pack | 1.00 | 1.50 | 30.0 | 0.50 | – | – |" in text
+    assert "| dequant | boom | | | | | |" in text
+    assert "bf16, CUDA graphs (375 frames, 30.0 s of audio): on (1 captured)" in text
     assert "INT4 int4pack: timed out after 60 s" in text
 
 
@@ -223,7 +226,8 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
                               work=tmp_path / "w", deadline=600, in_process=True,
                               resume=earlier,
                               skip=["gpu_tests", "speak", "decode", "quantize", "validate"],
-                              frames=12, n_samples=4, max_seq_len=32, validate_tokens=24)
+                              frames=12, speech_frames=30, n_samples=4, max_seq_len=32,
+                              validate_tokens=24)
     result = orchestrate(args)
     assert "marker" not in result["env"]          # env always runs: it names the machine
     assert "resumed" not in result["build"] and result["build"]["bytes"] > 0   # rebuilt
@@ -243,6 +247,12 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     spoken = _speak(args, again, done, 300)
     assert spoken["bf16"] == {**done["bf16"], "resumed": True}
     assert "resumed" not in spoken["int4pack"] and spoken["int4pack"]["audio_s"] > 0
+    from gpu_acceptance import _graphs_missing
+
+    cuda = argparse.Namespace(device="cuda:0")      # a row from before the 30 s graphed peak
+    assert _graphs_missing(cuda, "int4pack+offload", {"rtf": 2.85, "peak_gib": 1.74})
+    assert not _graphs_missing(cuda, "int4pack+offload", {"graphs": {"peak_gib": 1.8}})
+    assert not _graphs_missing(args, "int4pack", {"rtf": 2.85})     # the CPU graphs nothing
     earlier.write_text(json.dumps({**again, "env": {**again["env"], "gpu": "Another GPU"}}))
     other = orchestrate(args)                     # another machine: nothing is kept
     assert "resumed" not in other["build"] and "Another GPU" in other["resume_discarded"]
