@@ -200,9 +200,9 @@ def main() -> None:
                         help="where checkpoints go, never under OUT (default: "
                              "benchmarks/work/acceptance)")
     parser.add_argument("--frames", type=int, default=None,
-                        help="speech frames (12.5 a second; default 150: peak VRAM grows "
-                             "by 112 KiB a frame, and eager speech on the first GPU ran "
-                             "4 frames a second)")
+                        help="eager speech frames (12.5 a second; default 100: eager "
+                             "speech on the H200 ran 4 frames a second, and the 30 s peak "
+                             "comes from the CUDA-graph run, --speech-frames)")
     parser.add_argument("--speech-frames", type=int, default=None,
                         help="frames of the CUDA-graph speech run, which measures the peak "
                              "of about 30 s of speech (default 375)")
@@ -227,7 +227,7 @@ def main() -> None:
 
     args.device = resolve_device(args.device)
     args.work = args.work or ROOT / "benchmarks" / "work" / "acceptance"
-    defaults = dict(frames=(24, 150), speech_frames=(30, 375), n_samples=(4, 16),
+    defaults = dict(frames=(24, 100), speech_frames=(30, 375), n_samples=(4, 16),
                     max_seq_len=(32, 256),
                     validate_tokens=(24, 48))
     for name, (tiny, full) in defaults.items():
