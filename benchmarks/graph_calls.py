@@ -5,7 +5,8 @@ CUDA graphs: one talker step and one codec frame of a loaded model on the machin
 ``graphs.FrameGraphs`` for the code predictor), at the eager rows' cache length and token.
 Graphs are captured on the first call (the warm-up round); a capture that fails raises, so
 the row reports the failure instead of timing eager code. On a CPU: a frame with its bf16
-linears back on torch's kernel (:func:`torch_linears`)."""
+linears back on torch's kernel (:func:`torch_linears`). Everywhere: a frame with qwen-tts's
+own RMSNorms (:func:`stock_norms`)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,15 @@ def torch_linears(tts, frame):
         with bf16_gemv.bypassed(tts.model):
             frame()
     return call
+
+
+def stock_norms(tts, call):
+    """``call`` with the talker's norms on qwen-tts's own forward (eight ops each) instead of
+    the fused one ``load`` installs (``models/qwen3_tts/fused_norms.py``), for the paired
+    comparison."""
+    from awq_tts.models.qwen3_tts import fused_norms
+
+    def bypassed():
+        with fused_norms.bypassed(tts.model.talker):
+            return call()
+    return bypassed

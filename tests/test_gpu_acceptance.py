@@ -52,6 +52,7 @@ def test_dry_run_writes_every_stage(tmp_path):
     assert all(m["talker_step"] > 0 and m["codec_frame"] > 0 for m in decode["models"].values())
     assert decode["models"]["int4pack"]["speedup"]["talker_step"] > 0
     assert decode["predictor_loop"]["generate_s"] > 0 and decode["predictor_loop"]["speedup"] > 0
+    assert decode["predictor_loop"]["norms_speedup"] > 0     # paired with qwen-tts's norms
     table = (out / "gpu_acceptance.md").read_text()
     assert "INT4 int4pack" in table and "Quantize (4 × 32 tokens" in table
     assert "min at 128 × 512 with every rollout at the cap" in table

@@ -1,0 +1,72 @@
+"""The talker's RMSNorms as one ``F.rms_norm`` each, in every model awq-tts loads.
+
+qwen-tts's ``Qwen3TTSRMSNorm`` is eight ops: cast to float32, square, mean, add epsilon,
+reciprocal square root, multiply, cast back, multiply by the weight. The talker has 113 of
+them per decode step (four per layer: before attention, before the MLP, and the per-head
+query and key norms; and the final one) and the code predictor 21 per sub-step, 15
+sub-steps a frame: counted on the full-shape model, they are 904 of the step's 1,800
+kernel-launching ops (``aten``'s dispatch on the CPU). At batch 1 on a GPU a step costs its
+launches, not its weights, and on CUDA ``F.rms_norm`` is one fused kernel (torch's
+``_fused_rms_norm``), so the norm becomes two launches instead of eight, for bf16 and INT4
+alike (INT4's smaller weights show once the fixed cost shrinks).
+
+:func:`install` gives each norm :func:`forward`: the same expression with the middle six ops
+as one ``F.rms_norm`` in the input's dtype, computed in float32 inside (torch's op math for
+bf16 and float16), then the weight multiplied as qwen-tts does. On the CPU ``F.rms_norm`` is
+those same ops (torch has no fused CPU kernel), so it is bit-identical to the stock norm
+(tested on the trained tiny model: the same wav) and no faster: a full-shape talker step
+and codec frame timed within 1.5 % of the stock norms' (bf16 and ``avx2``, 7 interleaved
+rounds, 2 cores, ``benchmarks/decode.py``'s paired line). On CUDA the fused kernel sums the
+squares in another order, so it may differ from the stock norm by float32 round-off before
+the cast; what it saves there is the GPU run's to measure (the same paired line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import MethodType
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: qwen-tts's RMSNorm class and the attribute holding its epsilon.
+NORM_CLASS, EPSILON = "Qwen3TTSRMSNorm", "variance_epsilon"
+
+
+def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """``Qwen3TTSRMSNorm.forward`` with its normalization as one ``F.rms_norm``."""
+    return self.weight * F.rms_norm(hidden_states, (hidden_states.shape[-1],), None,
+                                    getattr(self, EPSILON))
+
+
+def install(model: nn.Module) -> int:
+    """Give every ``Qwen3TTSRMSNorm`` under ``model`` :func:`forward` (a bound method, so a
+    deep copy keeps its own); returns how many. Installing twice is a no-op."""
+    count = 0
+    for module in model.modules():
+        if type(module).__name__ == NORM_CLASS and hasattr(module, EPSILON):
+            if getattr(module.forward, "__func__", None) is not forward:
+                module.forward = MethodType(forward, module)
+            count += 1
+    return count
+
+
+def installed(model: nn.Module) -> int:
+    """How many of ``model``'s norms run :func:`forward`."""
+    return sum(getattr(m.forward, "__func__", None) is forward for m in model.modules()
+               if type(m).__name__ == NORM_CLASS)
+
+
+@contextmanager
+def bypassed(model: nn.Module) -> Iterator[None]:
+    """Within the block, ``model``'s fused norms run qwen-tts's own forward (for comparisons
+    against it); afterwards the fused one again."""
+    fused = [m for m in model.modules() if getattr(m.forward, "__func__", None) is forward]
+    saved = [m.__dict__.pop("forward") for m in fused]
+    try:
+        yield
+    finally:
+        for norm, bound in zip(fused, saved, strict=True):
+            norm.forward = bound
