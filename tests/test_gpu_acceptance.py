@@ -153,6 +153,8 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     assert _complete(args, "gpu_tests", {"exit_code": 0, "summary": "40 passed"})
     assert _complete(args, "quantize", {"wall_s": 60.0, "cut": "timed out after 300 s; …"})
     assert not _complete(args, "quantize", {"error": "timed out after 23 s"})
+    assert not _complete(args, "decode", {"predictor_loop": {"speedup": 1.1}})   # no norms line
+    assert _complete(args, "decode", {"predictor_loop": {"speedup": 1.1, "norms_speedup": 1.3}})
     assert result["resumed_from"] == str(earlier)
     earlier.write_text(json.dumps(result))
     again = orchestrate(args)                     # the checkpoints exist now: kept
