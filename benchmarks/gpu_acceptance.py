@@ -104,11 +104,12 @@ def _child(args, stage: str, extra: list[str], timeout: int) -> dict:
 def _complete(args, stage: str, row) -> bool:
     """Whether ``--resume`` keeps a stage's earlier result: it ran to the end without an error
     (``gpu_tests``: every test passed; ``speak`` is resumed model by model; ``quantize``:
-    quantized to the end, whatever became of the rollout step costs after it; ``decode``: its
-    table has the fused norms' paired line), and ``build``'s checkpoints are still on disk (a
-    fresh machine builds them again)."""
-    if stage == "quantize" and isinstance(row, dict) and "wall_s" in row and "error" not in row:
-        return True     # quantized to the end; only the rollout step costs after it were cut
+    quantized to the end twice, for the fit, whatever became of the rollout step costs after
+    it; ``decode``: its table has the fused norms' paired line), and ``build``'s checkpoints
+    are still on disk (a fresh machine builds them again)."""
+    if stage == "quantize" and isinstance(row, dict) and {"wall_s", "fit"} <= set(row) \
+            and "error" not in row:
+        return True     # quantized twice to the end; only the rollout step costs were cut
     if not isinstance(row, dict) or not row or {"error", "skipped", "cut"} & set(row):
         return False
     if stage == "speak":

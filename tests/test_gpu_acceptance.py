@@ -151,7 +151,9 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     assert "resumed" not in result["build"] and result["build"]["bytes"] > 0   # rebuilt
     assert not _complete(args, "gpu_tests", {"exit_code": 1, "summary": "1 failed"})
     assert _complete(args, "gpu_tests", {"exit_code": 0, "summary": "40 passed"})
-    assert _complete(args, "quantize", {"wall_s": 60.0, "cut": "timed out after 300 s; …"})
+    assert _complete(args, "quantize", {"wall_s": 60.0, "fit": {"default_s": 300.0},
+                                        "cut": "timed out after 300 s; …"})
+    assert not _complete(args, "quantize", {"wall_s": 60.0, "cut": "timed out after 300 s"})
     assert not _complete(args, "quantize", {"error": "timed out after 23 s"})
     assert not _complete(args, "decode", {"predictor_loop": {"speedup": 1.1}})   # no norms line
     assert _complete(args, "decode", {"predictor_loop": {"speedup": 1.1, "norms_speedup": 1.3}})
