@@ -158,6 +158,22 @@ def test_int4_speaks_on_cuda(tiny_base_awq, ref_clip):
 
 
 @pytest.mark.gpu
+def test_synthesize_on_cuda_names_the_graphs_option(tiny_base_awq, tmp_path):
+    from click.testing import CliRunner
+
+    from awq_tts.cli import main
+
+    out = tmp_path / "o.wav"
+    args = ["synthesize", str(tiny_base_awq), "--text", "Hi.", "--device", "cuda",
+            "--max-new-tokens", "12", "-o", str(out)]
+    eager = CliRunner().invoke(main, args)
+    assert eager.exit_code == 0 and "tip: --cuda-graphs" in eager.output, eager.output
+    graphed = CliRunner().invoke(main, [*args, "--cuda-graphs"])
+    assert graphed.exit_code == 0 and "tip:" not in graphed.output, graphed.output
+    assert "CUDA graphs talker step on (" in graphed.output
+
+
+@pytest.mark.gpu
 def test_stock_qwen_tts_loading_through_transformers_awq(tiny_base_awq):
     import awq_tts  # noqa: F401  (patches AutoAWQ's import for transformers)
     from awq_tts.models.qwen3_tts.package import qwen_tts

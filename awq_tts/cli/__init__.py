@@ -142,6 +142,9 @@ def synthesize(model, text, text_file, language, ref_audio, ref_text, speaker, i
         f"{tts.device}, INT4 backend {tts.awq_backend}"
         + (f", CUDA graphs {graph_status(tts)}" if cuda_graphs else "") + ")"
     )
+    if tts.device.type == "cuda" and not cuda_graphs:
+        click.echo("tip: --cuda-graphs replays each talker step and code-predictor frame from "
+                   "CUDA graphs (a codec frame 5.8x faster on an H200)")
 
 
 @main.command()
