@@ -20,14 +20,14 @@ nothing is installed and torch's kernel runs.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from types import MethodType
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..forwards import class_forward
 from .backends.native import kernel_function
 
 #: The most rows one call of the kernel takes (a decode step is 1, a predictor frame's
@@ -77,17 +77,10 @@ def installed(module: nn.Module) -> int:
     return sum(bool(getattr(m, ATTR, False)) for m in module.modules())
 
 
-@contextmanager
-def bypassed(module: nn.Module) -> Iterator[None]:
+def bypassed(module: nn.Module) -> AbstractContextManager[None]:
     """Within the block, ``module``'s linears run ``nn.Linear.forward`` (torch's kernel), for
     comparisons against it; afterwards the kernel again."""
-    fast = [m for m in module.modules() if getattr(m, ATTR, False)]
-    saved = [m.__dict__.pop("forward") for m in fast]
-    try:
-        yield
-    finally:
-        for linear, forward in zip(fast, saved, strict=True):
-            linear.forward = forward
+    return class_forward(m for m in module.modules() if getattr(m, ATTR, False))
 
 
 def _forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:

@@ -23,13 +23,14 @@ the cast; what it saves there is the GPU run's to measure (the same paired line)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from types import MethodType
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ...forwards import class_forward
 
 #: qwen-tts's RMSNorm class and the attribute holding its epsilon.
 NORM_CLASS, EPSILON = "Qwen3TTSRMSNorm", "variance_epsilon"
@@ -59,14 +60,8 @@ def installed(model: nn.Module) -> int:
                if type(m).__name__ == NORM_CLASS)
 
 
-@contextmanager
-def bypassed(model: nn.Module) -> Iterator[None]:
+def bypassed(model: nn.Module) -> AbstractContextManager[None]:
     """Within the block, ``model``'s fused norms run qwen-tts's own forward (for comparisons
     against it); afterwards the fused one again."""
-    fused = [m for m in model.modules() if getattr(m.forward, "__func__", None) is forward]
-    saved = [m.__dict__.pop("forward") for m in fused]
-    try:
-        yield
-    finally:
-        for norm, bound in zip(fused, saved, strict=True):
-            norm.forward = bound
+    return class_forward(m for m in model.modules()
+                         if getattr(m.forward, "__func__", None) is forward)
