@@ -33,7 +33,7 @@ from decode_table import table  # noqa: E402
 from graph_calls import (  # noqa: E402
     graphed_calls,
     predictor_graphed,
-    stock_norms,
+    stock_ops,
     torch_linears,
 )
 from memory import full_shape_pair  # noqa: E402
@@ -164,9 +164,9 @@ def bench_predictor_loop(tts, device: str, cache_len: int, repeats: int) -> dict
         calls["graphs"] = predictor_graphed(predictor, frame)
     if tts.awq_gemv_linears:
         calls["torch_linears"] = torch_linears(tts, frame)
-    calls["stock_norms"] = stock_norms(tts, frame)
+    calls["stock_ops"] = stock_ops(tts, frame)
     if device.startswith("cuda"):
-        calls["graphs_stock_norms"] = stock_norms(tts, predictor_graphed(predictor, frame))
+        calls["graphs_stock_ops"] = stock_ops(tts, predictor_graphed(predictor, frame))
     times = interleaved(calls, device, repeats)
     out = {"generate_s": times["generate"]["median_s"], "plain_s": times["plain"]["median_s"],
            "speedup": paired_speedup(times["generate"], times["plain"])}
@@ -176,12 +176,12 @@ def bench_predictor_loop(tts, device: str, cache_len: int, repeats: int) -> dict
     if "graphs" in times:
         out.update(graphs_s=times["graphs"]["median_s"],
                    graphs_speedup=paired_speedup(times["plain"], times["graphs"]))
-    out.update(stock_norms_s=times["stock_norms"]["median_s"],
-               norms_speedup=paired_speedup(times["stock_norms"], times["plain"]))
-    if "graphs_stock_norms" in times:
-        out.update(graphs_stock_norms_s=times["graphs_stock_norms"]["median_s"],
-                   graphs_norms_speedup=paired_speedup(times["graphs_stock_norms"],
-                                                       times["graphs"]))
+    out.update(stock_ops_s=times["stock_ops"]["median_s"],
+               ops_speedup=paired_speedup(times["stock_ops"], times["plain"]))
+    if "graphs_stock_ops" in times:
+        out.update(graphs_stock_ops_s=times["graphs_stock_ops"]["median_s"],
+                   graphs_ops_speedup=paired_speedup(times["graphs_stock_ops"],
+                                                     times["graphs"]))
     return out
 
 

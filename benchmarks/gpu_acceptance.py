@@ -105,7 +105,7 @@ def _complete(args, stage: str, row) -> bool:
     """Whether ``--resume`` keeps a stage's earlier result: it ran to the end without an error
     (``gpu_tests``: every test passed; ``speak`` is resumed model by model; ``quantize``:
     quantized to the end twice, for the fit, whatever became of the rollout step costs after
-    it; ``decode``: its table has the fused norms' paired line), and ``build``'s checkpoints
+    it; ``decode``: its table has the paired stock-ops line), and ``build``'s checkpoints
     are still on disk (a fresh machine builds them again)."""
     if stage == "quantize" and isinstance(row, dict) and {"wall_s", "fit"} <= set(row) \
             and "error" not in row:
@@ -118,8 +118,8 @@ def _complete(args, stage: str, row) -> bool:
         return row.get("exit_code") == 0
     if stage == "build":
         return all((args.work / name / "config.json").is_file() for name in ("bf16", "int4-rtn"))
-    if stage == "decode":       # a table from before the fused norms' paired line: again
-        return "norms_speedup" in (row.get("predictor_loop") or {})
+    if stage == "decode":       # a table from before the paired stock-ops line: again
+        return "ops_speedup" in (row.get("predictor_loop") or {})
     return True
 
 

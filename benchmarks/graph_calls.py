@@ -6,7 +6,7 @@ CUDA graphs: one talker step and one codec frame of a loaded model on the machin
 Graphs are captured on the first call (the warm-up round); a capture that fails raises, so
 the row reports the failure instead of timing eager code. On a CPU: a frame with its bf16
 linears back on torch's kernel (:func:`torch_linears`). Everywhere: a frame with qwen-tts's
-own RMSNorms (:func:`stock_norms`)."""
+own RMSNorms and rope tables (:func:`stock_ops`)."""
 
 from __future__ import annotations
 
@@ -87,13 +87,13 @@ def torch_linears(tts, frame):
     return call
 
 
-def stock_norms(tts, call):
-    """``call`` with the talker's norms on qwen-tts's own forward (eight ops each) instead of
-    the fused one ``load`` installs (``models/qwen3_tts/fused_norms.py``), for the paired
-    comparison."""
-    from awq_tts.models.qwen3_tts import fused_norms
+def stock_ops(tts, call):
+    """``call`` with qwen-tts's own talker norms (eight ops each) and rope tables (rebuilt in
+    every layer) instead of what ``load`` installs (``models/qwen3_tts/fused_norms.py``,
+    ``shared_rope.py``), for the paired comparison."""
+    from awq_tts.models.qwen3_tts import fused_norms, shared_rope
 
     def bypassed():
-        with fused_norms.bypassed(tts.model.talker):
+        with fused_norms.bypassed(tts.model.talker), shared_rope.bypassed():
             return call()
     return bypassed

@@ -2,12 +2,13 @@
 
 ``package.py`` imports qwen-tts quietly and registers its Auto classes; ``patches.py`` (while
 speaking) and ``load_patches.py`` (while loading) hold every patch applied to it, except what
-every loaded model gets (:func:`lean`: the code predictor's plain loop, ``predictor.py``, and
-the fused RMSNorms, ``fused_norms.py``), the audio decoder's bounded-memory chunks
-(``codec_chunks.py``) and the CUDA graphs of the talker step and the code predictor
-(``talker_graphs.py``, ``graphs.py``). This module loads and builds models, finds the decoder
-layers and knows the codec head, end-of-speech id and talker inputs; ``speaking.py`` holds
-the voices, the ``generate_*`` calls, audio decoding and the speaker encoder.
+every loaded model gets (:func:`lean`: the code predictor's plain loop, ``predictor.py``, the
+fused RMSNorms, ``fused_norms.py``, and rope tables built once, ``shared_rope.py``), the
+audio decoder's bounded-memory chunks (``codec_chunks.py``) and the CUDA graphs of the talker
+step and the code predictor (``talker_graphs.py``, ``graphs.py``). This module loads and
+builds models, finds the decoder layers and knows the codec head, end-of-speech id and talker
+inputs; ``speaking.py`` holds the voices, the ``generate_*`` calls, audio decoding and the
+speaker encoder.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from torch import nn
 
 from ...errors import UsageError
 from ..mapping import QWEN3_TTS_TALKER, decoder_layers
-from . import audio_dtype, codec_chunks, fused_norms, graphs, predictor, talker_graphs
+from . import (
+    audio_dtype,
+    codec_chunks,
+    fused_norms,
+    graphs,
+    predictor,
+    shared_rope,
+    talker_graphs,
+)
 from .load_patches import speech_tokenizer_dtype
 from .package import qwen_tts
 from .patches import TalkerPrompt, TalkerRecord, capture_prompt, record_talker
@@ -32,9 +41,12 @@ from .speaking import DESIGN_INSTRUCTIONS, NEUTRAL_DESIGN, REFERENCE_PITCHES, Sp
 
 def lean(core: nn.Module) -> None:
     """What every model awq-tts loads or builds runs: the code predictor's plain loop
-    (``predictor.py``) and the talker's RMSNorms as one fused op each (``fused_norms.py``)."""
+    (``predictor.py``), the talker's RMSNorms as one fused op each (``fused_norms.py``) and
+    its rope tables built once per forward (``shared_rope.py``; a global of qwen-tts's, so
+    stock models in this process share it: its results are bit-identical)."""
     predictor.install(core.talker.code_predictor)
     fused_norms.install(core.talker)
+    shared_rope.install()
 
 
 class Qwen3TTS(Speaking):

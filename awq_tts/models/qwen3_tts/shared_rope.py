@@ -1,0 +1,105 @@
+"""The talker's multimodal rope tables built once per forward, not once per layer.
+
+Each of the talker's 28 attention layers calls qwen-tts's
+``apply_multimodal_rotary_pos_emb(q, k, cos, sin, mrope_section, interleaved)``, which first
+rearranges the step's ``cos`` and ``sin`` by the rope sections (for Qwen3-TTS's interleaved
+layout: two clones, four strided copies and two concatenations) and then rotates ``q`` and
+``k``. ``cos`` and ``sin`` are the same two tensors for every layer of a forward, so 27 of
+the 28 rearrangements recompute what the first one made: 216 of a full-shape decode step's
+launches.
+
+:func:`install` replaces that function (a module global of qwen-tts's modeling module,
+looked up at each call) with :func:`apply`, which rearranges the tables as qwen-tts does,
+keeps the result with the two tensors it came from, and reuses it while it is handed the
+same two tensors (compared by identity and held, so an identity is never a recycled one).
+The rotation is qwen-tts's own arithmetic; the results are bit-identical (tested, both
+layouts). Reading one remembered entry at a time is safe across threads: a thread handed
+other tensors recomputes. Inside a CUDA graph capture the first layer's rearrangement is
+captured and the others read it, so every replay recomputes it before they do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from .patches import swap_attr
+
+#: The last tables built: ``(cos, sin, layout, cos_table, sin_table)``.
+_last: tuple = ()
+#: qwen-tts's own function, once :func:`install` has replaced it.
+_original = None
+
+
+def _modeling():
+    from qwen_tts.core.models import modeling_qwen3_tts
+
+    return modeling_qwen3_tts
+
+
+def tables(cos: torch.Tensor, sin: torch.Tensor, mrope_section, interleaved: bool = False,
+           unsqueeze_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and ``sin`` rearranged by the rope sections as qwen-tts rearranges them."""
+    return (_rearranged(cos, mrope_section, interleaved).unsqueeze(unsqueeze_dim),
+            _rearranged(sin, mrope_section, interleaved).unsqueeze(unsqueeze_dim))
+
+
+def _rearranged(table: torch.Tensor, sections, interleaved: bool) -> torch.Tensor:
+    """One ``[3, batch, positions, dim]`` table as ``[batch, positions, dim]``: channel by
+    channel, the temporal, height or width row its section names."""
+    if not interleaved:
+        parts = table.split(list(sections) * 2, dim=-1)
+        return torch.cat([part[i % 3] for i, part in enumerate(parts)], dim=-1)
+    half = table[..., : table.shape[-1] // 2]
+    rows = len(sections)
+    picked = half[0].clone()
+    for row, size in enumerate(sections[1:], 1):
+        picked[..., row:size * rows:rows] = half[row, ..., row:size * rows:rows]
+    return torch.cat([picked, picked], dim=-1)
+
+
+def apply(q, k, cos, sin, mrope_section, mrope_interleaved=False, unsqueeze_dim=1):
+    """``apply_multimodal_rotary_pos_emb`` with the tables built once per ``cos``/``sin``."""
+    global _last
+    layout = (tuple(mrope_section), bool(mrope_interleaved), unsqueeze_dim)
+    last = _last
+    if last and last[0] is cos and last[1] is sin and last[2] == layout:
+        cos_t, sin_t = last[3], last[4]
+    else:
+        cos_t, sin_t = tables(cos, sin, mrope_section, mrope_interleaved, unsqueeze_dim)
+        _last = (cos, sin, layout, cos_t, sin_t)
+    rotate_half = _modeling().rotate_half
+    return (q * cos_t) + (rotate_half(q) * sin_t), (k * cos_t) + (rotate_half(k) * sin_t)
+
+
+def install() -> None:
+    """Route qwen-tts's talker attention through :func:`apply` (idempotent)."""
+    modeling = _modeling()
+    if modeling.apply_multimodal_rotary_pos_emb is not apply:
+        global _original
+        _original = modeling.apply_multimodal_rotary_pos_emb
+        modeling.apply_multimodal_rotary_pos_emb = apply
+
+
+def installed() -> bool:
+    return _modeling().apply_multimodal_rotary_pos_emb is apply
+
+
+@contextmanager
+def bypassed() -> Iterator[None]:
+    """Within the block, qwen-tts's own function (tables rebuilt in every layer), for
+    comparisons against it; afterwards :func:`apply` again if it was installed."""
+    global _last
+    modeling = _modeling()
+    if not installed():
+        yield
+        return
+    undo = swap_attr(modeling, "apply_multimodal_rotary_pos_emb", _original)
+    try:
+        yield
+    finally:
+        undo()
+        _last = ()
+

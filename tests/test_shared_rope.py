@@ -1,0 +1,68 @@
+"""The talker's rope tables built once per forward (``models/qwen3_tts/shared_rope.py``):
+bit for bit qwen-tts's rotation in both section layouts, built once for all layers of a
+forward and again for the next, and the same wav as with qwen-tts's own function."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import GREEDY
+
+from awq_tts.models.qwen3_tts import shared_rope
+from awq_tts.runtime import load
+from awq_tts.synth import speak
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_trained):
+    return load(tiny_trained, device="cpu", dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("interleaved", [True, False], ids=["interleaved", "sections"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_rotation_is_qwen_tts_own_bit_for_bit(trained, interleaved, dtype):
+    assert shared_rope.installed()
+    generator = torch.Generator().manual_seed(1)
+    sections, dim = [24, 20, 20], 128
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator).to(dtype)
+
+    q, k = rand(2, 16, 5, dim), rand(2, 8, 5, dim)
+    cos, sin = rand(3, 2, 5, dim), rand(3, 2, 5, dim)
+    ours = shared_rope.apply(q, k, cos, sin, sections, interleaved)
+    again = shared_rope.apply(q, k, cos, sin, sections, interleaved)     # from the entry
+    theirs = shared_rope._original(q, k, cos, sin, sections, interleaved)
+    for a, b, c in zip(ours, again, theirs, strict=True):
+        assert torch.equal(a, c) and torch.equal(b, c)
+
+
+def test_tables_are_built_once_per_forward(trained, monkeypatch):
+    built = []
+    real = shared_rope.tables
+
+    def counting(*args, **kwargs):
+        built.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shared_rope, "tables", counting)
+    decoder = trained.model.talker.model
+    x = torch.randn(1, 6, decoder.config.hidden_size, dtype=torch.bfloat16)
+    with torch.no_grad():
+        decoder(inputs_embeds=x)
+        decoder(inputs_embeds=x)
+    assert len(decoder.layers) > 1 and len(built) == 2 and built[0] is not built[1]
+
+
+def test_the_same_model_speaks_the_same_wav_with_qwen_tts_rope(trained, ref_clip):
+    def say():
+        return speak(trained, "The quick brown fox.", ref_audio=ref_clip, max_new_tokens=40,
+                     **GREEDY).wav
+
+    shared = say()
+    with shared_rope.bypassed():
+        assert not shared_rope.installed()
+        stock = say()
+    assert shared_rope.installed()
+    assert shared.shape == stock.shape and np.array_equal(shared, stock)
