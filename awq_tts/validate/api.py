@@ -129,7 +129,9 @@ def validate_awq_quality(
 
     On a CPU the ``memory`` check loads QUANT a second time, in a fresh process, and speaks
     one sentence; ``memory_probe=False`` leaves that out (the check is then skipped with
-    that reason, never passed). On CUDA the check reads the peak VRAM of this run.
+    that reason, never passed). On CUDA the check reads the INT4 model's own peak VRAM in
+    this run: its resident bytes plus each run's working memory, the bf16 reference on the
+    same device left out (``memory.MemoryProbe``).
     ``cuda_graphs`` (CUDA only) loads the INT4 model with its decode replayed from CUDA
     graphs, as a deployment with ``load(..., cuda_graphs=True)`` runs it; the bf16
     reference stays eager, and the report names the graphs' state. ``offload_embeddings``
