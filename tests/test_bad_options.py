@@ -132,3 +132,8 @@ def test_synthesize_names_a_doubled_text_or_a_folder_as_output(tiny_base, tmp_pa
     refused(CliRunner().invoke(main, ["synthesize", str(tiny_base),
                                       *[a.format(**names) for a in args]]), needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["text.txt"]
+
+
+def test_an_unknown_reference_device_is_named(tiny_trained_awq):
+    refused(CliRunner().invoke(main, ["validate", str(tiny_trained_awq), "--reference-device",
+                                       "tpu"]), "--reference-device: unknown device 'tpu'")

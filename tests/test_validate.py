@@ -36,7 +36,8 @@ def validated(tiny_trained_awq, tmp_path_factory) -> SimpleNamespace:
     before = json.loads((quant / "noesis_provenance.json").read_text()).get("validations", [])
     result = CliRunner().invoke(main, [
         "validate", str(quant), "--n-prompts", "4", "--max-new-tokens", "100",
-        "--json", str(out / "r.json"), "--markdown", str(out / "r.md")])
+        "--reference-device", "cpu", "--json", str(out / "r.json"), "--markdown",
+        str(out / "r.md")])
     report = json.loads((out / "r.json").read_text()) if (out / "r.json").is_file() else {}
     return SimpleNamespace(quant=quant, out=out, result=result, report=report,
                            before=len(before))
@@ -58,6 +59,7 @@ def test_awq_passes_every_check_it_measured(validated):
     assert result.exit_code == 0, result.output
     assert "verdict: PASS" in result.output and f"backend {CPU_BACKEND}" in result.output
     assert report["verdict"] == "pass" and not report["failed"]
+    assert report["metrics"]["runtime"]["reference_device"] == "cpu"
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert set(statuses.values()) == {"pass"}, statuses
     assert {"weights_audit", "untouched_identical", "memory", "weight_bytes_ratio"} <= set(
@@ -172,6 +174,19 @@ def test_the_cuda_memory_check_counts_the_int4_model_alone():
     with pytest.raises(OutOfBudget, match=r"within 0.5 GB \(other tensors held \d+\.\d\d GiB"):
         probe.track(lambda: torch.empty(600 * mib, dtype=torch.uint8, device="cuda"))
     assert probe.peak_bytes < 0.5 * 2**30 and reference.numel() == 1024 * mib
+
+
+@pytest.mark.gpu
+def test_the_reference_may_run_on_the_cpu_beside_an_int4_model_on_cuda(tiny_base_awq):
+    """What a 6 GB card needs: the INT4 model on the GPU, the bf16 reference on the CPU,
+    every cross-device comparison (teacher-forced logits, hidden states, speaker
+    embeddings) measured, and the memory check counting the INT4 model alone."""
+    report = validate_awq_quality(tiny_base_awq, device="cuda:0", reference_device="cpu",
+                                  n_prompts=2, max_new_tokens=48, record=False, progress=False)
+    runtime, tf = report.metrics["runtime"], report.metrics["teacher_forced"]
+    assert runtime["device"] == "cuda:0" and runtime["reference_device"] == "cpu"
+    assert 0 <= tf["kl_mean"] < float("inf") and 0 <= tf["top1"] <= 1
+    assert report.metrics["memory"]["int4_peak_vram_bytes"] > 0 and report.verdict
 
 
 def test_own_peak_leaves_out_what_others_hold():

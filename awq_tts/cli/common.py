@@ -23,8 +23,8 @@ OOM_HINTS = {
                   "an INT4 checkpoint needs about half of bf16's memory",
     "quantize": "--offload-activations keeps the calibration activations in host memory; "
                 "a smaller --batch-size shrinks the rollouts",
-    "validate": "the bf16 reference shares the GPU with the INT4 model: validate on a larger "
-                "GPU, or with --device cpu",
+    "validate": "the bf16 reference shares the GPU with the INT4 model: --reference-device "
+                "cpu runs it on the CPU (slower), or validate on a larger GPU",
 }
 #: Exit status of a run the GPU's memory could not hold (not a usage error).
 OOM_EXIT = 3

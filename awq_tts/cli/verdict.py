@@ -29,6 +29,9 @@ SHARE = click.FloatRange(0, 1)
               help="Memory budget in GiB: peak VRAM on CUDA; on CPU the peak RSS increase "
                    "of INT4 load + one sentence, in a fresh process.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--reference-device", default=None,
+              help="Where the bf16 reference runs (default: --device). cpu keeps it off a GPU "
+                   "too small for both models: a 6 GB card holds the INT4 model, not both.")
 @click.option("--backend", default="auto", show_default=True,
               help=BACKEND_HELP + " 'all': validate every backend the device has.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
@@ -69,7 +72,8 @@ SHARE = click.FloatRange(0, 1)
               help="Load the INT4 model with its text embedding in host memory, as "
                    "`synthesize --offload-embeddings` runs it; the memory check measures that.")
 @friendly
-def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device, backend,
+def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device,
+             reference_device, backend,
              max_new_tokens, seed, kl_mean, kl_p99, top1, eos_prob_ratio, duration_ratio,
              speaker_similarity_delta, code_predictor_agreement, log_mel_distance, kl_vs_rtn,
              json_path, markdown_path, plot_path, strict, full, no_memory_probe,
@@ -97,6 +101,10 @@ def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device,
         code_predictor_agreement=code_predictor_agreement).items() if v is not None}
     thresholds = dataclasses.replace(Thresholds(), **overrides)
     device = resolve_device(device)
+    try:
+        reference_device = resolve_device(reference_device) if reference_device else None
+    except UsageError as exc:
+        raise UsageError(f"--reference-device: {exc}") from None
     backends = available_backends(device) if backend == "all" else [backend]
     if plot_path is None and json_path is not None:
         plot_path = json_path.with_suffix(".png")
@@ -115,7 +123,8 @@ def validate(quant, reference, prompts, n_prompts, ref_audio, budget_gb, device,
                                       strict=strict, full=full,
                                       memory_probe=not no_memory_probe,
                                       cuda_graphs=cuda_graphs,
-                                      offload_embeddings=offload_embeddings)
+                                      offload_embeddings=offload_embeddings,
+                                      reference_device=reference_device)
         tag = f"-{name}" if len(backends) > 1 else ""
         write_outputs(report, *(_tagged(p, tag) for p in (json_path, markdown_path, plot_path)))
         print_table(report)

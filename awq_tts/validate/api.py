@@ -111,6 +111,7 @@ def validate_awq_quality(
     memory_probe: bool = True,
     cuda_graphs: bool = False,
     offload_embeddings: bool = False,
+    reference_device: str | None = None,
 ) -> ValidationReport:
     """Compare ``quantized`` with its bf16 ``reference`` and return the checked report.
 
@@ -136,10 +137,13 @@ def validate_awq_quality(
     graphs, as a deployment with ``load(..., cuda_graphs=True)`` runs it; the bf16
     reference stays eager, and the report names the graphs' state. ``offload_embeddings``
     loads it with its text embedding kept in host memory (``load``'s option), so the
-    memory check measures that deployment.
+    memory check measures that deployment. ``reference_device`` is where the bf16 reference
+    runs (default ``device``): ``cpu`` keeps it off a GPU too small for both models (a 6 GB
+    card holds the INT4 model, not both); its rollouts are then the CPU's to pay.
     """
     thresholds = thresholds or Thresholds()
     device = resolve_device(device)
+    ref_device = resolve_device(reference_device) if reference_device else device
     require_cuda_for_graphs(cuda_graphs, device)
     if backend != "auto":
         get_backend(backend, device)
@@ -178,9 +182,9 @@ def validate_awq_quality(
     memory = MemoryProbe(device, thresholds.budget_gb, backend, cuda_graphs, offload_embeddings)
     try:
         int4 = memory.load(quant)
-        ref = load(reference, device=device, dtype=torch.bfloat16)
+        ref = load(reference, device=ref_device, dtype=torch.bfloat16)
         voice = rollout.voice_for(ref, ref_audio or synthetic_reference(seconds=2.0, seed=seed))
-        key = (str(ref_path.resolve()), _mtime(ref_path), device, seed, max_new_tokens,
+        key = (str(ref_path.resolve()), _mtime(ref_path), ref_device, seed, max_new_tokens,
                str(ref_audio) if ref_audio else f"synthetic:{seed}",
                tuple((p.text, p.language) for p in prompt_list))
         runs = _rollouts(int4, ref, prompt_list, voice, seed, max_new_tokens, memory, progress,
@@ -196,7 +200,8 @@ def validate_awq_quality(
     memory.measure_cpu(quant, int4.awq_backend if int4.awq_backend != "none" else "auto",
                        max_new_tokens, run=memory_probe)
     metrics["memory"] = memory.report(int4, ref)
-    metrics["runtime"] = {"device": device, "backend": int4.awq_backend,
+    metrics["runtime"] = {"device": device, "reference_device": ref_device,
+                          "backend": int4.awq_backend,
                           "cuda_graphs": graph_status(int4) if cuda_graphs else "off",
                           "offload_embeddings": offload_embeddings}
     metrics["weights_audit"] = audit.summary()

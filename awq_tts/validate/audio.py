@@ -32,5 +32,5 @@ def speaker_similarity(tts, wav: np.ndarray, reference: torch.Tensor) -> float |
     emb = adapter_of(tts).speaker_embedding(tts, wav)
     if emb is None:
         return None
-    return float(torch.nn.functional.cosine_similarity(emb.float().flatten(),
-                                                       reference.float().flatten(), dim=0))
+    return float(torch.nn.functional.cosine_similarity(
+        emb.float().flatten(), reference.float().flatten().to(emb.device), dim=0))

@@ -64,6 +64,8 @@ def compare(reference, quantized, sequences: list[torch.Tensor], codes: list[tor
         start = seq.shape[0] - n - (1 if stop else 0)
         lr, hr, last_r = adapter.talker_forward(ref_m, seq)
         lq, hq, last_q = adapter.talker_forward(q_m, seq)
+        # the reference may run elsewhere (validate's reference_device): compare there
+        lq, hq = lq.to(lr.device), [h.to(lr.device) for h in hq]
         lr, lq = lr[start:], lq[start:]
         metrics.positions += lr.shape[0]
         logp, logq = lr.log_softmax(-1), lq.log_softmax(-1)
