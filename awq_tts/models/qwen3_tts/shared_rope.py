@@ -60,7 +60,9 @@ def _rearranged(table: torch.Tensor, sections, interleaved: bool) -> torch.Tenso
     return torch.cat([picked, picked], dim=-1)
 
 
-def apply(q, k, cos, sin, mrope_section, mrope_interleaved=False, unsqueeze_dim=1):
+def apply(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+          mrope_section, mrope_interleaved: bool = False,
+          unsqueeze_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """``apply_multimodal_rotary_pos_emb`` with the tables built once per ``cos``/``sin``."""
     global _last
     layout = (tuple(mrope_section), bool(mrope_interleaved), unsqueeze_dim)
@@ -84,6 +86,7 @@ def install() -> None:
 
 
 def installed() -> bool:
+    """Whether qwen-tts's talker attention calls :func:`apply`."""
     return _modeling().apply_multimodal_rotary_pos_emb is apply
 
 
