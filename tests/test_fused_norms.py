@@ -61,3 +61,14 @@ def test_the_same_model_speaks_the_same_wav_with_stock_norms(trained, ref_clip):
         stock = say()
     assert fused_norms.installed(trained.model.talker) == len(_norms(trained.model.talker))
     assert fused.shape == stock.shape and np.array_equal(fused, stock)
+
+
+@pytest.mark.gpu
+def test_on_cuda_a_fused_norm_is_the_stock_norm_to_float32_round_off(tiny_trained):
+    """torch's fused CUDA kernel sums the squares in its own order: at most one bf16 step
+    from the stock norm."""
+    tts = load(tiny_trained, device="cuda:0", dtype=torch.bfloat16)
+    norm = _norms(tts.model.talker)[0]
+    x = torch.randn(4, 9, norm.weight.shape[0], device="cuda:0").to(torch.bfloat16) * 3
+    fused, stock = norm(x).float(), type(norm).forward(norm, x).float()
+    assert ((fused - stock).abs() <= 2.0 ** -7 * stock.abs() + 1e-6).all()

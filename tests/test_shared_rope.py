@@ -66,3 +66,30 @@ def test_the_same_model_speaks_the_same_wav_with_qwen_tts_rope(trained, ref_clip
         stock = say()
     assert shared_rope.installed()
     assert shared.shape == stock.shape and np.array_equal(shared, stock)
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_shared_tables_rotate_as_qwen_tts_does_in_a_graph(tiny_trained):
+    """The same kernels as qwen-tts's, so bit-identical on CUDA too, and a CUDA graph
+    captured through the shared tables replays the eager decoder on fresh inputs (to bf16
+    round-off: stale tables would be off by the output's own size)."""
+    from awq_tts.models.qwen3_tts import graphs
+
+    tts = load(tiny_trained, device="cuda:0", dtype=torch.bfloat16)
+    decoder = tts.model.talker.model
+    x = torch.zeros(1, 6, decoder.config.hidden_size, device="cuda:0", dtype=torch.bfloat16)
+
+    def run():
+        return decoder(inputs_embeds=x).last_hidden_state
+
+    graph, out = graphs.capture(run, torch.device("cuda:0"))
+    for seed in (0, 1):
+        generator = torch.Generator().manual_seed(seed)
+        x.copy_(torch.randn(x.shape, generator=generator).to(x))
+        graph.replay()
+        with torch.no_grad():
+            eager = run()
+            with shared_rope.bypassed():
+                stock = run()
+        assert torch.equal(eager, stock)
+        assert float((out - eager).float().norm() / eager.float().norm()) < 5e-2
