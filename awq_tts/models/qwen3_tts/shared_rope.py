@@ -12,10 +12,12 @@ launches.
 looked up at each call) with :func:`apply`, which rearranges the tables as qwen-tts does,
 keeps the result with the two tensors it came from, and reuses it while it is handed the
 same two tensors (compared by identity and held, so an identity is never a recycled one).
-The rotation is qwen-tts's own arithmetic; the results are bit-identical (tested, both
-layouts). Reading one remembered entry at a time is safe across threads: a thread handed
-other tensors recomputes. Inside a CUDA graph capture the first layer's rearrangement is
-captured and the others read it, so every replay recomputes it before they do.
+The rotation is qwen-tts's arithmetic with its ``rotate_half`` (a negation and a
+concatenation per tensor) as one roll against a sine table whose first half is negated once
+per forward; the results are bit-identical (tested, both layouts, bf16 and float32). Reading
+one remembered entry at a time is safe across threads: a thread handed other tensors
+recomputes. Inside a CUDA graph capture the first layer's rearrangement is captured and the
+others read it, so every replay recomputes it before they do.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 
 from .patches import swap_attr
 
-#: The last tables built: ``(cos, sin, layout, cos_table, sin_table)``.
+#: The last tables built: ``(cos, sin, layout, cos_table, signed_sin_table)``.
 _last: tuple = ()
 #: qwen-tts's own function, once :func:`install` has replaced it.
 _original = None
@@ -68,12 +70,20 @@ def apply(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     layout = (tuple(mrope_section), bool(mrope_interleaved), unsqueeze_dim)
     last = _last
     if last and last[0] is cos and last[1] is sin and last[2] == layout:
-        cos_t, sin_t = last[3], last[4]
+        cos_t, signed = last[3], last[4]
     else:
         cos_t, sin_t = tables(cos, sin, mrope_section, mrope_interleaved, unsqueeze_dim)
-        _last = (cos, sin, layout, cos_t, sin_t)
-    rotate_half = _modeling().rotate_half
-    return (q * cos_t) + (rotate_half(q) * sin_t), (k * cos_t) + (rotate_half(k) * sin_t)
+        half = sin_t.shape[-1] // 2
+        signed = torch.cat([-sin_t[..., :half], sin_t[..., half:]], dim=-1)
+        _last = (cos, sin, layout, cos_t, signed)
+    return _rotated(q, cos_t, signed), _rotated(k, cos_t, signed)
+
+
+def _rotated(x: torch.Tensor, cos_t: torch.Tensor, signed: torch.Tensor) -> torch.Tensor:
+    """qwen-tts's ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) * sin`` as
+    ``roll(x) * signed``: ``rotate_half`` is the halves swapped with the first negated, and
+    ``(−a)·b = a·(−b)`` exactly, so one roll replaces a negation and a concatenation."""
+    return (x * cos_t) + (x.roll(x.shape[-1] // 2, dims=-1) * signed)
 
 
 def install() -> None:
