@@ -4,10 +4,22 @@ comparison sets them aside for a while."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from types import MethodType
 
 from torch import nn
+
+
+def give(module: nn.Module, forward: Callable) -> None:
+    """Make ``forward`` ``module``'s own (a bound method, so a deep copy keeps its own)."""
+    module.forward = MethodType(forward, module)
+
+
+def runs(module: nn.Module, forward: Callable) -> bool:
+    """Whether ``module`` runs ``forward`` as its own (not while :func:`class_forward` has it
+    set aside)."""
+    return getattr(vars(module).get("forward"), "__func__", None) is forward
 
 
 @contextmanager

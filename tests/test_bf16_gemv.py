@@ -80,5 +80,4 @@ def test_the_trained_int4_model_speaks_the_same_with_and_without_it(tiny_trained
     with bf16_gemv.bypassed(tts.model):               # nn.Linear.forward: torch's kernel
         plain = speak(tts, "Hello there, how are you today?", max_new_tokens=60)
     assert fast.wav.size == plain.wav.size and (fast.wav == plain.wav).all()
-    assert all("forward" in m.__dict__ for m in tts.model.modules()   # and back after
-               if getattr(m, bf16_gemv.ATTR, False))
+    assert bf16_gemv.installed(tts.model) == tts.awq_gemv_linears      # and back after

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import ctypes
 from contextlib import AbstractContextManager
-from types import MethodType
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..forwards import class_forward
+from ..forwards import class_forward, give, runs
 from .backends.native import kernel_function
 
 #: The most rows one call of the kernel takes (a decode step is 1, a predictor frame's
@@ -37,7 +36,6 @@ MAX_ROWS = 4
 BF16 = 1
 _ARGS = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
          ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
-ATTR = "awq_tts_gemv"
 
 
 def _kernel():
@@ -65,22 +63,21 @@ def install(module: nn.Module) -> int:
     count = 0
     for linear in module.modules():
         if _fits(linear):
-            if not getattr(linear, ATTR, False):
-                linear.forward = MethodType(_forward, linear)
-                setattr(linear, ATTR, True)
+            if not runs(linear, _forward):
+                give(linear, _forward)
             count += 1
     return count
 
 
 def installed(module: nn.Module) -> int:
     """How many linears in ``module`` run through the kernel."""
-    return sum(bool(getattr(m, ATTR, False)) for m in module.modules())
+    return sum(runs(m, _forward) for m in module.modules())
 
 
 def bypassed(module: nn.Module) -> AbstractContextManager[None]:
     """Within the block, ``module``'s linears run ``nn.Linear.forward`` (torch's kernel), for
     comparisons against it; afterwards the kernel again."""
-    return class_forward(m for m in module.modules() if getattr(m, ATTR, False))
+    return class_forward(m for m in module.modules() if runs(m, _forward))
 
 
 def _forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:

@@ -24,13 +24,12 @@ the cast; what it saves there is the GPU run's to measure (the same paired line)
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from types import MethodType
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...forwards import class_forward
+from ...forwards import class_forward, give, runs
 
 #: qwen-tts's RMSNorm class and the attribute holding its epsilon.
 NORM_CLASS, EPSILON = "Qwen3TTSRMSNorm", "variance_epsilon"
@@ -43,25 +42,23 @@ def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
 
 
 def install(model: nn.Module) -> int:
-    """Give every ``Qwen3TTSRMSNorm`` under ``model`` :func:`forward` (a bound method, so a
-    deep copy keeps its own); returns how many. Installing twice is a no-op."""
+    """Give every ``Qwen3TTSRMSNorm`` under ``model`` :func:`forward` (``forwards.give``);
+    returns how many. Installing twice is a no-op."""
     count = 0
     for module in model.modules():
         if type(module).__name__ == NORM_CLASS and hasattr(module, EPSILON):
-            if getattr(module.forward, "__func__", None) is not forward:
-                module.forward = MethodType(forward, module)
+            if not runs(module, forward):
+                give(module, forward)
             count += 1
     return count
 
 
 def installed(model: nn.Module) -> int:
     """How many of ``model``'s norms run :func:`forward`."""
-    return sum(getattr(m.forward, "__func__", None) is forward for m in model.modules()
-               if type(m).__name__ == NORM_CLASS)
+    return sum(runs(m, forward) for m in model.modules() if type(m).__name__ == NORM_CLASS)
 
 
 def bypassed(model: nn.Module) -> AbstractContextManager[None]:
     """Within the block, ``model``'s fused norms run qwen-tts's own forward (for comparisons
     against it); afterwards the fused one again."""
-    return class_forward(m for m in model.modules()
-                         if getattr(m.forward, "__func__", None) is forward)
+    return class_forward(m for m in model.modules() if runs(m, forward))
