@@ -101,12 +101,13 @@ def _child(args, stage: str, extra: list[str], timeout: int) -> dict:
     return result
 
 
-def _complete(args, stage: str, row) -> bool:
+def _complete(args, stage: str, row, model: str | None = None) -> bool:
     """Whether ``--resume`` keeps a stage's earlier result: it ran to the end without an error
-    (``gpu_tests``: every test passed; ``speak`` is resumed model by model; ``quantize``:
-    quantized to the end twice, for the fit, whatever became of the rollout step costs after
-    it; ``decode``: its table has the paired stock-ops line), and ``build``'s checkpoints
-    are still on disk (a fresh machine builds them again)."""
+    (``gpu_tests``: every test passed; ``speak`` is resumed model by model, ``speak_one``
+    for ``model``, on CUDA with the 30 s graphed peak where that model is graphed;
+    ``quantize``: quantized to the end twice, for the fit, whatever became of the rollout
+    step costs after it; ``decode``: its table has the paired stock-ops line), and
+    ``build``'s checkpoints are still on disk (a fresh machine builds them again)."""
     if stage == "quantize" and isinstance(row, dict) and {"wall_s", "fit"} <= set(row) \
             and "error" not in row:
         return True     # quantized twice to the end; only the rollout step costs were cut
@@ -120,6 +121,8 @@ def _complete(args, stage: str, row) -> bool:
         return all((args.work / name / "config.json").is_file() for name in ("bf16", "int4-rtn"))
     if stage == "decode":       # a table from before the paired stock-ops line: again
         return "ops_speedup" in (row.get("predictor_loop") or {})
+    if stage == "speak_one" and args.device.startswith("cuda") and model in GRAPHED:
+        return "peak_gib" in (row.get("graphs") or {})   # a row from before the 30 s peak
     return True
 
 
@@ -174,19 +177,11 @@ def _speak(args, results: dict, earlier: dict, budget: int) -> dict:
     offloaded = [f"{OFFLOADED}+offload"] if OFFLOADED in backends else []
     names = [n for n in ["bf16", *backends, *offloaded] if not args.models or n in args.models]
     kept = {n: {**earlier[n], "resumed": True} for n in names
-            if _complete(args, "speak_one", earlier.get(n))
-            and not _graphs_missing(args, n, earlier[n])}
+            if _complete(args, "speak_one", earlier.get(n), n)}
     share = max(20, budget // max(len(names) - len(kept), 1))
     return {name: kept.get(name) or (
         _in_process(args, "speak_one", name) if args.in_process
         else _child(args, "speak_one", ["--model", name], share)) for name in names}
-
-
-def _graphs_missing(args, name: str, row: dict) -> bool:
-    """A CUDA row of a model ``speak`` also graphs, measured before the graphed run recorded
-    its peak (the 30 s speech figure): measured again."""
-    return (args.device.startswith("cuda") and name in GRAPHED
-            and "peak_gib" not in (row.get("graphs") or {}))
 
 
 def write(out: Path, results: dict) -> None:

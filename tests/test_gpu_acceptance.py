@@ -169,12 +169,10 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     spoken = _speak(args, again, done, 300)
     assert spoken["bf16"] == {**done["bf16"], "resumed": True}
     assert "resumed" not in spoken["int4pack"] and spoken["int4pack"]["audio_s"] > 0
-    from gpu_acceptance import _graphs_missing
-
     cuda = argparse.Namespace(device="cuda:0")      # a row from before the 30 s graphed peak
-    assert _graphs_missing(cuda, "int4pack+offload", {"rtf": 2.85, "peak_gib": 1.74})
-    assert not _graphs_missing(cuda, "int4pack+offload", {"graphs": {"peak_gib": 1.8}})
-    assert not _graphs_missing(args, "int4pack", {"rtf": 2.85})     # the CPU graphs nothing
+    assert not _complete(cuda, "speak_one", {"rtf": 2.85, "peak_gib": 1.74}, "int4pack+offload")
+    assert _complete(cuda, "speak_one", {"graphs": {"peak_gib": 1.8}}, "int4pack+offload")
+    assert _complete(args, "speak_one", {"rtf": 2.85}, "int4pack")     # the CPU graphs nothing
     earlier.write_text(json.dumps({**again, "env": {**again["env"], "gpu": "Another GPU"}}))
     other = orchestrate(args)                     # another machine: nothing is kept
     assert "resumed" not in other["build"] and "Another GPU" in other["resume_discarded"]
