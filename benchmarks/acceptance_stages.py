@@ -209,7 +209,7 @@ def stage_decode(args) -> dict:
     """The runtime issue's decode table on this device (``decode.py``'s own functions): the
     7 talker linear shapes, one talker step and one codec frame, bf16 against every INT4
     backend but ``dequant``, all resident together (no memory cap: this is a speed stage)
-    and timed in interleaved rounds."""
+    and timed in interleaved rounds; and the first backend's siblings fused against apart."""
     from decode import load_models, measure
     from decode_table import table
 
@@ -217,8 +217,9 @@ def stage_decode(args) -> dict:
 
     bf16, int4 = _paths(args)
     backends = [b for b in available_backends(args.device) if b != "dequant"]
-    models = load_models(bf16, int4.with_name("int4-rtn"), ["bf16", *backends], args.device)
-    result = measure(models, args.device, backends, 2 if args.tiny else 7, 64)
+    rtn = int4.with_name("int4-rtn")
+    models = load_models(bf16, rtn, ["bf16", *backends], args.device)
+    result = measure(models, args.device, backends, 2 if args.tiny else 7, 64, rtn)
     return {**result, "table_markdown": table(result)}
 
 

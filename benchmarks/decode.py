@@ -185,6 +185,22 @@ def bench_predictor_loop(tts, device: str, cache_len: int, repeats: int) -> dict
     return out
 
 
+def bench_fusion(tts, int4_dir: Path, device: str, cache_len: int, repeats: int) -> dict:
+    """(b) and (c) of ``tts`` (INT4: q/k/v and gate/up one matmul each, as ``load`` gives,
+    ``runtime/siblings.py``) against its twin loaded with ``fuse=False``, interleaved."""
+    apart = load(int4_dir, device=device, dtype=torch.bfloat16, backend=tts.awq_backend,
+                 fuse=False)
+    calls = {"fused": model_calls(tts, cache_len), "apart": model_calls(apart, cache_len)}
+    out: dict = {"backend": tts.awq_backend}
+    for key in MODEL_KEYS:
+        if key in calls["fused"]:
+            times = interleaved({n: c[key] for n, c in calls.items()}, device, repeats)
+            out[key] = {"fused_s": times["fused"]["median_s"],
+                        "apart_s": times["apart"]["median_s"],
+                        "speedup": paired_speedup(times["apart"], times["fused"])}
+    return out
+
+
 def bench_synth(models: dict, device: str, frames: int, repeats: int = 3) -> dict:
     """(d) for every model, after a warm-up call each, in ``repeats`` interleaved rounds."""
     from awq_tts.synth import speak
@@ -205,11 +221,16 @@ def load_models(bf16_dir: Path, int4_dir: Path, names: list[str], device: str) -
             for name in names}
 
 
-def measure(models: dict, device: str, backends: list[str], repeats: int, cache: int) -> dict:
+def measure(models: dict, device: str, backends: list[str], repeats: int, cache: int,
+            int4_dir: Path | None = None) -> dict:
     """(a)–(c) with ``models`` resident: the result fields this script and the GPU run's
-    ``decode`` stage share (``table`` reads them)."""
+    ``decode`` stage share (``table`` reads them); with ``int4_dir``, the fused siblings'
+    paired line for the first INT4 model."""
+    fast = next((models[b] for b in backends if b in models), None)
+    fusion = (bench_fusion(fast, int4_dir, device, cache, repeats)
+              if int4_dir is not None and fast is not None else None)
     return {"machine": machine(device), "device": device, "repeats": repeats, "burst": BURST,
-            "cache_tokens": cache, "backends": backends, "interleaved": True,
+            "fusion": fusion, "cache_tokens": cache, "backends": backends, "interleaved": True,
             "linears_s": bench_linears(device, backends, repeats),
             "models": bench_models(models, device, cache, repeats),
             "predictor_loop": (bench_predictor_loop(models["bf16"], device, cache, repeats)
@@ -226,7 +247,7 @@ def run(args) -> dict:
     hf_logging.set_verbosity_error()
     models = load_models(bf16_dir, int4_dir, ["bf16", *(b for b in backends if b != "dequant")],
                          device)
-    result = {**measure(models, device, backends, args.repeats, args.cache),
+    result = {**measure(models, device, backends, args.repeats, args.cache, int4_dir),
               "synth_frames_cap": args.frames, "threads": torch.get_num_threads()}
     for name, synth in ({} if args.skip_synth else bench_synth(models, device,
                                                                args.frames)).items():

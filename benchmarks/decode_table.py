@@ -63,4 +63,15 @@ def table(result: dict) -> str:
                             f"{loop['graphs_stock_ops_s'] * 1e3:.2f} ms (awq-tts's "
                             f"{loop['graphs_ops_speedup']:.2f}× faster)"
                             if "graphs_ops_speedup" in loop else "") + ".")
+    fusion = result.get("fusion")
+    if fusion:
+        parts = [f"{label}: {fusion[key]['fused_s'] * 1e3:.2f} ms against "
+                 f"{fusion[key]['apart_s'] * 1e3:.2f} ms ({fusion[key]['speedup']:.2f}×)"
+                 for key, label in (("talker_step", "talker step"), ("codec_frame", "codec frame"),
+                                    ("talker_step_graphs", "talker step from a CUDA graph"),
+                                    ("codec_frame_graphs", "codec frame from CUDA graphs"))
+                 if key in fusion]
+        lines += ["", f"INT4 ({fusion['backend']}) with q/k/v and with gate/up as one matmul "
+                      f"each, as `load` gives, against every linear apart (`fuse=False`): "
+                      + "; ".join(parts) + "."]
     return "\n".join(lines)

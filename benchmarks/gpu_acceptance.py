@@ -106,8 +106,8 @@ def _complete(args, stage: str, row, model: str | None = None) -> bool:
     (``gpu_tests``: every test passed; ``speak`` is resumed model by model, ``speak_one``
     for ``model``, on CUDA with the 30 s graphed peak where that model is graphed;
     ``quantize``: quantized to the end twice, for the fit, whatever became of the rollout
-    step costs after it; ``decode``: its table has the paired stock-ops line), and
-    ``build``'s checkpoints are still on disk (a fresh machine builds them again)."""
+    step costs after it; ``decode``: its table has the paired stock-ops and fused-siblings
+    lines), and ``build``'s checkpoints are still on disk (a fresh machine builds them again)."""
     if stage == "quantize" and isinstance(row, dict) and {"wall_s", "fit"} <= set(row) \
             and "error" not in row:
         return True     # quantized twice to the end; only the rollout step costs were cut
@@ -119,8 +119,8 @@ def _complete(args, stage: str, row, model: str | None = None) -> bool:
         return row.get("exit_code") == 0
     if stage == "build":
         return all((args.work / name / "config.json").is_file() for name in ("bf16", "int4-rtn"))
-    if stage == "decode":       # a table from before the paired stock-ops line: again
-        return "ops_speedup" in (row.get("predictor_loop") or {})
+    if stage == "decode":       # a table from before the paired lines (ops, fusion): again
+        return "ops_speedup" in (row.get("predictor_loop") or {}) and bool(row.get("fusion"))
     if stage == "speak_one" and args.device.startswith("cuda") and model in GRAPHED:
         return "peak_gib" in (row.get("graphs") or {})   # a row from before the 30 s peak
     return True

@@ -31,13 +31,18 @@ def test_the_decode_table_shows_the_cuda_graph_rows():
               "predictor_loop": {"generate_s": 0.08, "plain_s": 0.06, "speedup": 1.33,
                                  "graphs_s": 0.03, "graphs_speedup": 2.0,
                                  "stock_ops_s": 0.09, "ops_speedup": 1.5,
-                                 "graphs_stock_ops_s": 0.036, "graphs_ops_speedup": 1.2}}
+                                 "graphs_stock_ops_s": 0.036, "graphs_ops_speedup": 1.2},
+              "fusion": {"backend": "int4pack",
+                         "talker_step_graphs": {"fused_s": 0.002, "apart_s": 0.0024,
+                                                "speedup": 1.2}}}
     text = table(result)
     assert "| talker step, CUDA graph | 4.00 | 2.00 | 1.90× |" in text
     assert "| codec frame, CUDA graphs (talker + predictor) | 8.00 | 5.00 | 1.50× |" in text
     assert "replayed from a CUDA graph: 30.00 ms (2.00× the plain loop)" in text
     assert ("tables `load` installs: 90.00 ms (awq-tts's 1.50× faster); replayed from CUDA "
             "graphs: 36.00 ms (awq-tts's 1.20× faster).") in text
+    assert ("against every linear apart (`fuse=False`): talker step from a CUDA graph: "
+            "2.00 ms against 2.40 ms (1.20×).") in text
     for key in ("talker_step_graphs", "codec_frame_graphs"):   # a CPU run has no such rows
         del result["models"]["bf16"][key]
     assert "CUDA graph" not in table(result).split("\n\n")[1]

@@ -53,6 +53,8 @@ def test_dry_run_writes_every_stage(tmp_path):
     assert decode["models"]["int4pack"]["speedup"]["talker_step"] > 0
     assert decode["predictor_loop"]["generate_s"] > 0 and decode["predictor_loop"]["speedup"] > 0
     assert decode["predictor_loop"]["ops_speedup"] > 0     # paired with qwen-tts's own ops
+    assert decode["fusion"]["backend"] == decode["backends"][0]    # paired with siblings apart
+    assert decode["fusion"]["talker_step"]["speedup"] > 0 and "fuse" in decode["table_markdown"]
     table = (out / "gpu_acceptance.md").read_text()
     assert "INT4 int4pack" in table and "Quantize (4 × 32 tokens" in table
     assert "min at 128 × 512 with every rollout at the cap" in table
@@ -156,7 +158,9 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     assert not _complete(args, "quantize", {"wall_s": 60.0, "cut": "timed out after 300 s"})
     assert not _complete(args, "quantize", {"error": "timed out after 23 s"})
     assert not _complete(args, "decode", {"predictor_loop": {"speedup": 1.1}})   # no ops line
-    assert _complete(args, "decode", {"predictor_loop": {"speedup": 1.1, "ops_speedup": 1.3}})
+    ops = {"predictor_loop": {"speedup": 1.1, "ops_speedup": 1.3}}
+    assert not _complete(args, "decode", ops)                          # no fusion line
+    assert _complete(args, "decode", {**ops, "fusion": {"talker_step": {"speedup": 1.1}}})
     assert result["resumed_from"] == str(earlier)
     earlier.write_text(json.dumps(result))
     again = orchestrate(args)                     # the checkpoints exist now: kept

@@ -8,6 +8,10 @@ kernel, torch's int4 kernel, AutoAWQ's GEMM, or exact dequantization (the defaul
 backend is chosen, and the reference). A backend that keeps its own weight layout frees
 ``qweight`` and restores it bit-exactly whenever a state dict is taken, so saving and
 ``inspect`` keep working.
+
+:class:`Int4Kernel` is what a backend runs (the AutoAWQ tensors, the backend's ``kernel_*``
+tensors, the shape); :class:`Int4Linear` is the stored layer a checkpoint holds, and
+``siblings.FusedInt4Linear`` the kernel several of them share.
 """
 
 from __future__ import annotations
@@ -20,37 +24,38 @@ from ..format.packing import PackedLinear, dequantize_gemm
 from .backends import BACKENDS, Backend
 
 
-class Int4Linear(nn.Module):
+class Int4Kernel(nn.Module):
+    """AutoAWQ GEMM tensors and the backend that runs them; ``persistent`` false keeps every
+    tensor out of state dicts."""
+
     def __init__(self, in_features: int, out_features: int, group_size: int = 128,
-                 bias: bool = False, device: torch.device | str | None = None) -> None:
+                 bias: bool = False, device: torch.device | str | None = None,
+                 persistent: bool = True) -> None:
         super().__init__()
         if in_features % group_size or out_features % 8:
-            raise ValueError(f"Int4Linear({in_features}→{out_features}) needs in_features "
-                             f"divisible by {group_size} and out_features by 8")
+            raise ValueError(f"{type(self).__name__}({in_features}→{out_features}) needs "
+                             f"in_features divisible by {group_size} and out_features by 8")
         self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
         groups = in_features // group_size
         self.register_buffer("qweight", torch.zeros(in_features, out_features // 8,
-                                                    dtype=torch.int32, device=device))
+                                                    dtype=torch.int32, device=device),
+                             persistent)
         self.register_buffer("qzeros", torch.zeros(groups, out_features // 8,
-                                                   dtype=torch.int32, device=device))
+                                                   dtype=torch.int32, device=device), persistent)
         self.register_buffer("scales", torch.zeros(groups, out_features, dtype=torch.float16,
-                                                   device=device))
+                                                   device=device), persistent)
         if bias:
             self.register_buffer("bias", torch.zeros(out_features, dtype=torch.float16,
-                                                     device=device))
+                                                     device=device), persistent)
         else:
             self.bias = None
         self.backend: Backend = BACKENDS["dequant"]
-        self.register_state_dict_post_hook(_restore_qweight_in_state_dict)
 
-    @classmethod
-    def from_packed(cls, packed: PackedLinear, group_size: int) -> Int4Linear:
-        in_features, out_packed = packed.qweight.shape
-        layer = cls(in_features, out_packed * 8, group_size, packed.bias is not None)
-        layer.qweight, layer.qzeros, layer.scales = packed.qweight, packed.qzeros, packed.scales
+    def set_packed(self, packed: PackedLinear) -> None:
+        """Take ``packed``'s tensors as this layer's stored ones."""
+        self.qweight, self.qzeros, self.scales = packed.qweight, packed.qzeros, packed.scales
         if packed.bias is not None:
-            layer.bias = packed.bias
-        return layer
+            self.bias = packed.bias
 
     def use_backend(self, backend: Backend, dtype: torch.dtype = torch.bfloat16) -> None:
         """Prepare ``backend``'s kernel layout from the stored tensors (once, at load time)."""
@@ -88,17 +93,43 @@ class Int4Linear(nn.Module):
         """``[out, in]`` weight in ``dtype`` (computed on demand, never stored)."""
         return dequantize_gemm(self.packed()).to(dtype)
 
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"group_size={self.group_size}, bits=4, bias={self.bias is not None}, "
+                f"backend={self.backend.name}")
+
+
+class Int4Linear(Int4Kernel):
+    """A stored INT4 linear: its state dict is AutoAWQ's ``WQLinear_GEMM``."""
+
+    #: The kernel that runs this layer's columns with its siblings' (``siblings.py``).
+    fused: Int4Kernel | None = None
+
+    def __init__(self, in_features: int, out_features: int, group_size: int = 128,
+                 bias: bool = False, device: torch.device | str | None = None) -> None:
+        super().__init__(in_features, out_features, group_size, bias, device)
+        self.register_state_dict_post_hook(_restore_qweight_in_state_dict)
+
+    @classmethod
+    def from_packed(cls, packed: PackedLinear, group_size: int) -> Int4Linear:
+        in_features, out_packed = packed.qweight.shape
+        layer = cls(in_features, out_packed * 8, group_size, packed.bias is not None)
+        layer.set_packed(packed)
+        return layer
+
+    def awq_qweight(self) -> torch.Tensor:
+        if self.fused is not None and "qweight" not in self._buffers:
+            return self.fused.part_qweight(self)
+        return super().awq_qweight()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda != self._buffers["scales"].is_cuda:    # dict read: a step makes 196 calls
             raise RuntimeError(f"Int4Linear on {self.scales.device} got input on {x.device}; "
                                f"load the model on the device you run it on "
                                f"(awq_tts.load(..., device=...))")
+        if self.fused is not None:
+            return self.fused.part(self, x)
         return self.backend.forward(self, x)
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"group_size={self.group_size}, bits=4, bias={self.bias is not None}, "
-                f"backend={self.backend.name}")
 
 
 def _restore_qweight_in_state_dict(module: Int4Linear, state_dict: dict, prefix: str,

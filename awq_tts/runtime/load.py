@@ -29,6 +29,7 @@ from .backends import get_backend
 from .host_embedding import offload
 from .int4_linear import Int4Linear
 from .prepare import prepare_for_inference
+from .siblings import groups
 
 #: The compute dtypes a model loads in, by torch dtype and by name.
 DTYPES = {torch.bfloat16: torch.bfloat16, torch.float16: torch.float16,
@@ -47,7 +48,8 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
 
 
 def load(path: str | Path, device: str = "auto", dtype: torch.dtype | str = torch.bfloat16,
-         backend: str = "auto", cuda_graphs: bool = False, offload_embeddings: bool = False):
+         backend: str = "auto", cuda_graphs: bool = False, offload_embeddings: bool = False,
+         fuse: bool = True):
     """Load a Qwen3-TTS checkpoint (INT4 or not) as a ``qwen_tts.Qwen3TTSModel``.
 
     ``path`` is a local folder or a hub id (downloaded with huggingface_hub). ``device``
@@ -57,7 +59,9 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype | str = torc
     choice is on the result as ``tts.awq_backend`` (``none`` for a bf16 checkpoint). On a
     CPU the speech tokenizer and the speaker encoder run in float32 whatever ``dtype`` says
     (their bf16 convolutions are 35–70× slower there; ``models/qwen3_tts/audio_dtype.py``);
-    the speech tokenizer's dtype is ``tts.awq_codec_dtype``. ``cuda_graphs`` (CUDA only)
+    the speech tokenizer's dtype is ``tts.awq_codec_dtype``. INT4 linears that read one
+    input (q/k/v, gate/up) run as one matmul each (``runtime/siblings.py``; the state dict
+    is unchanged); ``fuse=False`` keeps them apart, for comparisons. ``cuda_graphs`` (CUDA only)
     replays each talker decode step and the code predictor's 15 sub-steps per frame from
     CUDA graphs on static KV caches (``models/qwen3_tts/talker_graphs.py``, ``graphs.py``);
     ``tts.awq_cuda_graphs`` is the setting, and ``graph_status(tts)`` says how many graphs
@@ -86,7 +90,8 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype | str = torc
         tts.awq_backend = "none"
     else:
         tts = _load_int4(adapter, source.path, files, qconfig, device, dtype, host)
-        tts.awq_backend = prepare_for_inference(tts.model, backend, dtype)
+        siblings = groups(adapter.decoder_layers(tts.model), adapter.mapping) if fuse else ()
+        tts.awq_backend = prepare_for_inference(tts.model, backend, dtype, siblings)
     tts.awq_host_bytes = offload(tts.model, host)
     tts.awq_codec_dtype = str(adapter.place_audio(tts, device)).removeprefix("torch.")
     tts.awq_gemv_linears = sum(bf16_gemv.install(tts.model.get_submodule(name))
