@@ -55,8 +55,9 @@ def table(result: dict) -> str:
                          f"{loop['gemv_speedup']:.2f}× faster)" if "gemv_speedup" in loop
                          else "") + "."]
         if "ops_speedup" in loop:
-            lines.append(f"With qwen-tts's own RMSNorms and per-layer rope tables instead of "
-                         f"the fused norms and shared tables `load` installs: "
+            lines.append(f"With qwen-tts's own RMSNorms, per-layer rope tables and attention "
+                         f"instead of the fused norms, shared tables and grouped attention "
+                         f"`load` installs: "
                          f"{loop['stock_ops_s'] * 1e3:.2f} ms (awq-tts's "
                          f"{loop['ops_speedup']:.2f}× faster)"
                          + (f"; replayed from CUDA graphs: "

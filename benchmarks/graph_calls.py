@@ -6,7 +6,7 @@ CUDA graphs: one talker step and one codec frame of a loaded model on the machin
 Graphs are captured on the first call (the warm-up round); a capture that fails raises, so
 the row reports the failure instead of timing eager code. On a CPU: a frame with its bf16
 linears back on torch's kernel (:func:`torch_linears`). Everywhere: a frame with qwen-tts's
-own RMSNorms and rope tables (:func:`stock_ops`)."""
+own RMSNorms, rope tables and attention (:func:`stock_ops`)."""
 
 from __future__ import annotations
 
@@ -88,12 +88,14 @@ def torch_linears(tts, frame):
 
 
 def stock_ops(tts, call):
-    """``call`` with qwen-tts's own talker norms (eight ops each) and rope tables (rebuilt in
-    every layer) instead of what ``load`` installs (``models/qwen3_tts/fused_norms.py``,
-    ``shared_rope.py``), for the paired comparison."""
-    from awq_tts.models.qwen3_tts import fused_norms, shared_rope
+    """``call`` with qwen-tts's own talker norms (eight ops each), rope tables (rebuilt in
+    every layer) and attention (keys and values copied per query head under a mask)
+    instead of what ``load`` installs (``models/qwen3_tts/fused_norms.py``,
+    ``shared_rope.py``, ``grouped_attention.py``), for the paired comparison."""
+    from awq_tts.models.qwen3_tts import fused_norms, grouped_attention, shared_rope
 
     def bypassed():
-        with fused_norms.bypassed(tts.model.talker), shared_rope.bypassed():
+        with (fused_norms.bypassed(tts.model.talker), shared_rope.bypassed(),
+              grouped_attention.bypassed()):
             return call()
     return bypassed

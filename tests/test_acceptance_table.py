@@ -39,8 +39,8 @@ def test_the_decode_table_shows_the_cuda_graph_rows():
     assert "| talker step, CUDA graph | 4.00 | 2.00 | 1.90× |" in text
     assert "| codec frame, CUDA graphs (talker + predictor) | 8.00 | 5.00 | 1.50× |" in text
     assert "replayed from a CUDA graph: 30.00 ms (2.00× the plain loop)" in text
-    assert ("tables `load` installs: 90.00 ms (awq-tts's 1.50× faster); replayed from CUDA "
-            "graphs: 36.00 ms (awq-tts's 1.20× faster).") in text
+    assert ("grouped attention `load` installs: 90.00 ms (awq-tts's 1.50× faster); "
+            "replayed from CUDA graphs: 36.00 ms (awq-tts's 1.20× faster).") in text
     assert ("against every linear apart (`fuse=False`): talker step from a CUDA graph: "
             "2.00 ms against 2.40 ms (1.20×).") in text
     for key in ("talker_step_graphs", "codec_frame_graphs"):   # a CPU run has no such rows

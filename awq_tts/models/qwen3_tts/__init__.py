@@ -3,7 +3,8 @@
 ``package.py`` imports qwen-tts quietly and registers its Auto classes; ``patches.py`` (while
 speaking) and ``load_patches.py`` (while loading) hold every patch applied to it, except what
 every loaded model gets (:func:`lean`: the code predictor's plain loop, ``predictor.py``, the
-fused RMSNorms, ``fused_norms.py``, and rope tables built once, ``shared_rope.py``), the
+fused RMSNorms, ``fused_norms.py``, rope tables built once, ``shared_rope.py``, and one-token
+attention without key/value copies, ``grouped_attention.py``), the
 audio decoder's bounded-memory chunks (``codec_chunks.py``) and the CUDA graphs of the talker
 step and the code predictor (``talker_graphs.py``, ``graphs.py``). This module loads and
 builds models, finds the decoder layers and knows the codec head, end-of-speech id and talker
@@ -29,6 +30,7 @@ from . import (
     codec_chunks,
     fused_norms,
     graphs,
+    grouped_attention,
     predictor,
     shared_rope,
     talker_graphs,
@@ -41,12 +43,14 @@ from .speaking import DESIGN_INSTRUCTIONS, NEUTRAL_DESIGN, REFERENCE_PITCHES, Sp
 
 def lean(core: nn.Module) -> None:
     """What every model awq-tts loads or builds runs: the code predictor's plain loop
-    (``predictor.py``), the talker's RMSNorms as one fused op each (``fused_norms.py``) and
-    its rope tables built once per forward (``shared_rope.py``; a global of qwen-tts's, so
-    stock models in this process share it: its results are bit-identical)."""
+    (``predictor.py``), the talker's RMSNorms as one fused op each (``fused_norms.py``), its
+    rope tables built once per forward (``shared_rope.py``) and one-token masked attention
+    without key/value copies (``grouped_attention.py``; these two are globals of qwen-tts's,
+    so stock models in this process share them: their results are bit-identical)."""
     predictor.install(core.talker.code_predictor)
     fused_norms.install(core.talker)
     shared_rope.install()
+    grouped_attention.install()
 
 
 class Qwen3TTS(Speaking):

@@ -114,7 +114,9 @@ class StepCache(Cache):
             self.inputs = {"embeds": torch.zeros_like(embeds),
                            "positions": torch.zeros_like(position_ids),
                            "cache_position": torch.zeros_like(cache_position),
-                           "slots": torch.arange(self.capacity, device=embeds.device)}
+                           "slots": torch.arange(self.capacity, device=embeds.device),
+                           "open": embeds.new_zeros(()),
+                           "shut": embeds.new_full((), float("-inf"))}
         self.inputs["embeds"].copy_(embeds)
         self.inputs["positions"].copy_(position_ids)
         self.inputs["cache_position"].copy_(cache_position)
@@ -130,9 +132,11 @@ class StepCache(Cache):
 
     def decode(self, decoder_forward, window: int) -> torch.Tensor:
         """The decoder on the fixed buffers, attending to ``window`` slots: what a graph
-        captures. Nothing here reads a tensor on the host."""
+        captures. Nothing here reads a tensor on the host. The mask is additive (0 or
+        −inf in the step's dtype), made once here instead of by SDPA in each layer."""
         i = self.inputs
-        mask = self.valid[:, :window] & (i["slots"][:window] <= i["cache_position"])
+        seen = self.valid[:, :window] & (i["slots"][:window] <= i["cache_position"])
+        mask = torch.where(seen, i["open"], i["shut"])      # what SDPA makes of a bool mask
         out = decoder_forward(inputs_embeds=i["embeds"], attention_mask=mask[:, None, None, :],
                               position_ids=i["positions"], past_key_values=self, use_cache=True,
                               cache_position=i["cache_position"])
