@@ -63,6 +63,24 @@ def test_the_same_model_speaks_the_same_wav_with_stock_norms(trained, ref_clip):
     assert fused.shape == stock.shape and np.array_equal(fused, stock)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_weighted_norm_cuda_runs_is_within_one_step_of_the_stock_norm(trained, dtype):
+    """CUDA's one-kernel norm (the weight inside, one rounding), checked here on the CPU."""
+    norm = _norms(trained.model.talker)[0]
+    x = (torch.randn(4, 9, norm.weight.shape[0],
+                     generator=torch.Generator().manual_seed(3)) * 3).to(dtype)
+    weight = norm.weight.data.clone()
+    norm.weight.data = (1 + torch.rand(weight.shape, generator=torch.Generator().manual_seed(4))
+                        ).to(dtype)
+    try:
+        ours, stock = fused_norms.weighted(norm, x).float(), type(norm).forward(norm, x).float()
+    finally:
+        norm.weight.data = weight
+    step = 2.0 ** -7 if dtype == torch.bfloat16 else 2.0 ** -22
+    assert ((ours - stock).abs() <= step * stock.abs()).all()
+    assert dtype == torch.float32 or not torch.equal(ours, stock)    # rounded once, not twice
+
+
 @pytest.mark.gpu
 def test_on_cuda_a_fused_norm_is_the_stock_norm_to_float32_round_off(tiny_trained):
     """torch's fused CUDA kernel sums the squares in its own order: at most one bf16 step

@@ -38,6 +38,19 @@ def test_the_rotation_is_qwen_tts_own_bit_for_bit(trained, interleaved, dtype):
         assert torch.equal(a, c) and torch.equal(b, c)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cudas_fused_rotation_is_within_a_step_of_qwen_tts_own(dtype):
+    """CUDA's ``addcmul`` (one rounding fewer), checked here on the CPU."""
+    generator = torch.Generator().manual_seed(2)
+    x, cos, sin = (torch.randn(2, 16, 5, 128, generator=generator).to(dtype) for _ in "xcs")
+    rolled = x.roll(64, dims=-1)
+    ours = shared_rope.fused_rotation(x, rolled, cos, sin).float()
+    stock = ((x * cos) + (rolled * sin)).float()
+    step = 2.0 ** -7 if dtype == torch.bfloat16 else 2.0 ** -22
+    scale = (x * cos).float().abs() + (rolled * sin).float().abs()
+    assert ((ours - stock).abs() <= step * scale).all()
+
+
 def test_tables_are_built_once_per_forward(trained, monkeypatch):
     built = []
     real = shared_rope.tables
@@ -70,9 +83,10 @@ def test_the_same_model_speaks_the_same_wav_with_qwen_tts_rope(trained, ref_clip
 
 @pytest.mark.gpu
 def test_on_cuda_the_shared_tables_rotate_as_qwen_tts_does_in_a_graph(tiny_trained):
-    """The same kernels as qwen-tts's, so bit-identical on CUDA too, and a CUDA graph
-    captured through the shared tables replays the eager decoder on fresh inputs (to bf16
-    round-off: stale tables would be off by the output's own size)."""
+    """Within bf16 round-off of qwen-tts's rotation on CUDA (its ``addcmul`` rounds once
+    fewer), and a CUDA graph captured through the shared tables replays the eager decoder
+    on fresh inputs (to bf16 round-off: stale tables would be off by the output's own
+    size)."""
     from awq_tts.models.qwen3_tts import graphs
 
     tts = load(tiny_trained, device="cuda:0", dtype=torch.bfloat16)
@@ -91,5 +105,5 @@ def test_on_cuda_the_shared_tables_rotate_as_qwen_tts_does_in_a_graph(tiny_train
             eager = run()
             with shared_rope.bypassed():
                 stock = run()
-        assert torch.equal(eager, stock)
+        assert float((eager - stock).float().norm() / stock.float().norm()) < 2e-2
         assert float((out - eager).float().norm() / eager.float().norm()) < 5e-2

@@ -7,8 +7,9 @@ query and key norms; and the final one) and the code predictor 21 per sub-step, 
 sub-steps a frame: counted on the full-shape model, they are 904 of the step's 1,800
 kernel-launching ops (``aten``'s dispatch on the CPU). At batch 1 on a GPU a step costs its
 launches, not its weights, and on CUDA ``F.rms_norm`` is one fused kernel (torch's
-``_fused_rms_norm``), so the norm becomes two launches instead of eight, for bf16 and INT4
-alike (INT4's smaller weights show once the fixed cost shrinks).
+``_fused_rms_norm``), so the norm becomes one launch instead of eight (the weight taken
+inside, :func:`weighted`), for bf16 and INT4 alike (INT4's smaller weights show once the
+fixed cost shrinks).
 
 :func:`install` gives each norm :func:`forward`: the same expression with the middle six ops
 as one ``F.rms_norm`` in the input's dtype, computed in float32 inside (torch's op math for
@@ -17,8 +18,9 @@ those same ops (torch has no fused CPU kernel), so it is bit-identical to the st
 (tested on the trained tiny model: the same wav) and no faster: a full-shape talker step
 and codec frame timed within 1.5 % of the stock norms' (bf16 and ``avx2``, 7 interleaved
 rounds, 2 cores, ``benchmarks/decode.py``'s paired line). On CUDA the fused kernel sums the
-squares in another order, so it may differ from the stock norm by float32 round-off before
-the cast; what it saves there is the GPU run's to measure (the same paired line).
+squares in another order and multiplies by the weight before its one rounding, so it may
+differ from the stock norm by one step of the dtype (tested within it); what it saves there
+is the GPU run's to measure (the same paired line).
 """
 
 from __future__ import annotations
@@ -36,9 +38,20 @@ NORM_CLASS, EPSILON = "Qwen3TTSRMSNorm", "variance_epsilon"
 
 
 def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-    """``Qwen3TTSRMSNorm.forward`` with its normalization as one ``F.rms_norm``."""
+    """``Qwen3TTSRMSNorm.forward`` with its normalization as one ``F.rms_norm`` (on CUDA
+    with the weight inside: :func:`weighted`)."""
+    if hidden_states.is_cuda and hidden_states.dtype == self.weight.dtype:
+        return weighted(self, hidden_states)
     return self.weight * F.rms_norm(hidden_states, (hidden_states.shape[-1],), None,
                                     getattr(self, EPSILON))
+
+
+def weighted(norm: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """The norm as one ``F.rms_norm`` with its weight: one fused kernel on CUDA, the
+    weight applied in float32 before the one rounding to the input's dtype (qwen-tts rounds
+    the normalized value first, then the product: at most one step of that dtype apart)."""
+    return F.rms_norm(hidden_states, (hidden_states.shape[-1],), norm.weight,
+                      getattr(norm, EPSILON))
 
 
 def install(model: nn.Module) -> int:
