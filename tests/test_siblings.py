@@ -138,8 +138,11 @@ def test_a_fused_model_speaks_bit_identically(tiny_trained_awq, ref_clip, backen
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_fused_group_on_cuda_matches_its_members_apart():
-    apart, fused = _attention("int4pack", False, "cuda"), _attention("int4pack", True, "cuda")
+@pytest.mark.parametrize("backend", ["int4pack", "awq-triton"])
+def test_a_fused_group_on_cuda_matches_its_members_apart(backend):
+    """tinygemm's and AutoAWQ's kernels over the side-by-side columns (the GPU run's decode
+    stage loads both fused)."""
+    apart, fused = _attention(backend, False, "cuda"), _attention(backend, True, "cuda")
     x = torch.randn(3, 256, generator=torch.Generator().manual_seed(5)).bfloat16().cuda()
     for want, got in zip(_calls(apart, x), _calls(fused, x), strict=True):
         torch.testing.assert_close(got, want, rtol=1.6e-2, atol=1e-3)
