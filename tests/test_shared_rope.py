@@ -33,7 +33,21 @@ def test_the_rotation_is_qwen_tts_own_bit_for_bit(trained, interleaved, dtype):
     cos, sin = rand(3, 2, 5, dim), rand(3, 2, 5, dim)
     ours = shared_rope.apply(q, k, cos, sin, sections, interleaved)
     again = shared_rope.apply(q, k, cos, sin, sections, interleaved)     # from the entry
-    theirs = shared_rope._original(q, k, cos, sin, sections, interleaved)
+    theirs = shared_rope._originals["apply_multimodal_rotary_pos_emb"](q, k, cos, sin, sections,
+                                                                    interleaved)
+    for a, b, c in zip(ours, again, theirs, strict=True):
+        assert torch.equal(a, c) and torch.equal(b, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_code_predictors_rotation_is_qwen_tts_own_bit_for_bit(dtype):
+    assert shared_rope.installed()
+    generator = torch.Generator().manual_seed(4)
+    q, k = (torch.randn(2, 16, 3, 128, generator=generator).to(dtype) for _ in "qk")
+    cos, sin = (torch.randn(2, 3, 128, generator=generator).to(dtype) for _ in "cs")
+    ours = shared_rope.apply_plain(q, k, cos, sin)
+    again = shared_rope.apply_plain(q, k, cos, sin)                    # from the entry
+    theirs = shared_rope._originals["apply_rotary_pos_emb"](q, k, cos, sin)
     for a, b, c in zip(ours, again, theirs, strict=True):
         assert torch.equal(a, c) and torch.equal(b, c)
 
@@ -66,6 +80,21 @@ def test_tables_are_built_once_per_forward(trained, monkeypatch):
         decoder(inputs_embeds=x)
         decoder(inputs_embeds=x)
     assert len(decoder.layers) > 1 and len(built) == 2 and built[0] is not built[1]
+
+
+def test_the_code_predictors_signed_table_is_built_once_per_cos_and_sin(monkeypatch):
+    """Every layer of a forward gets the same ``cos``/``sin`` (the tiny predictor has one
+    layer, so this is checked on the function)."""
+    built = []
+    real = shared_rope._signed
+    monkeypatch.setattr(shared_rope, "_signed", lambda t: built.append(t) or real(t))
+    generator = torch.Generator().manual_seed(5)
+    q, k = (torch.randn(1, 4, 2, 64, generator=generator) for _ in "qk")
+    for _ in range(2):                                   # two forwards of three layers
+        cos, sin = (torch.randn(1, 2, 64, generator=generator) for _ in "cs")
+        for _ in range(3):
+            shared_rope.apply_plain(q, k, cos, sin)
+    assert len(built) == 2
 
 
 def test_the_same_model_speaks_the_same_wav_with_qwen_tts_rope(trained, ref_clip):

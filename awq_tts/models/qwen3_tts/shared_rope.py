@@ -1,4 +1,5 @@
-"""The talker's multimodal rope tables built once per forward, not once per layer.
+"""Rope tables built once per forward, not once per layer (the talker's and the code
+predictor's).
 
 Each of the talker's 28 attention layers calls qwen-tts's
 ``apply_multimodal_rotary_pos_emb(q, k, cos, sin, mrope_section, interleaved)``, which first
@@ -6,35 +7,39 @@ rearranges the step's ``cos`` and ``sin`` by the rope sections (for Qwen3-TTS's 
 layout: two clones, four strided copies and two concatenations) and then rotates ``q`` and
 ``k``. ``cos`` and ``sin`` are the same two tensors for every layer of a forward, so 27 of
 the 28 rearrangements recompute what the first one made: 216 of a full-shape decode step's
-launches.
+launches. The code predictor's 5 layers call the plain ``apply_rotary_pos_emb``, whose
+``rotate_half`` negates and concatenates each tensor anew: 20 launches a sub-step, 300 a
+frame.
 
-:func:`install` replaces that function (a module global of qwen-tts's modeling module,
-looked up at each call) with :func:`apply`, which rearranges the tables as qwen-tts does,
-keeps the result with the two tensors it came from, and reuses it while it is handed the
-same two tensors (compared by identity and held, so an identity is never a recycled one).
-The rotation is qwen-tts's arithmetic with its ``rotate_half`` (a negation and a
-concatenation per tensor) as one roll against a sine table whose first half is negated once
-per forward; the results are bit-identical (tested, both layouts, bf16 and float32; on
-CUDA the last product and sum are one ``addcmul``, a rounding fewer: tested within a step
-of the dtype). Reading
-one remembered entry at a time is safe across threads: a thread handed other tensors
-recomputes. Inside a CUDA graph capture the first layer's rearrangement is captured and the
-others read it, so every replay recomputes it before they do.
+:func:`install` replaces both functions (module globals of qwen-tts's modeling module,
+looked up at each call) with :func:`apply` and :func:`apply_plain`, which build the tables
+as qwen-tts does, keep them with the two tensors they came from, and reuse them while
+handed the same two tensors (compared by identity and held, so an identity is never a
+recycled one). The rotation is qwen-tts's arithmetic with its ``rotate_half`` (a negation
+and a concatenation per tensor) as one roll against a sine table whose first half is
+negated once per forward; the results are bit-identical (tested, both layouts and the plain
+rope, bf16 and float32; on CUDA the last product and sum are one ``addcmul``, a rounding
+fewer: tested within a step of the dtype). Reading one remembered entry at a time is safe
+across threads: a thread handed other tensors recomputes. Inside a CUDA graph capture the
+first layer's tables are captured and the others read them, so every replay recomputes
+them before they do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 
 from .patches import swap_attr
 
-#: The last tables built: ``(cos, sin, layout, cos_table, signed_sin_table)``.
+#: The last multimodal tables built: ``(cos, sin, layout, cos_table, signed_sin_table)``.
 _last: tuple = ()
-#: qwen-tts's own function, once :func:`install` has replaced it.
-_original = None
+#: The last plain (code predictor) tables: ``(cos, sin, unsqueeze_dim, cos_t, signed)``.
+_plain: tuple = ()
+#: qwen-tts's own functions, by name, once :func:`install` has replaced them.
+_originals: dict[str, Callable] = {}
 
 
 def _modeling():
@@ -75,10 +80,30 @@ def apply(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
         cos_t, signed = last[3], last[4]
     else:
         cos_t, sin_t = tables(cos, sin, mrope_section, mrope_interleaved, unsqueeze_dim)
-        half = sin_t.shape[-1] // 2
-        signed = torch.cat([-sin_t[..., :half], sin_t[..., half:]], dim=-1)
+        signed = _signed(sin_t)
         _last = (cos, sin, layout, cos_t, signed)
     return _rotated(q, cos_t, signed), _rotated(k, cos_t, signed)
+
+
+def apply_plain(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                position_ids=None, unsqueeze_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``apply_rotary_pos_emb`` (the code predictor's rope) with the signed sine table
+    built once per ``cos``/``sin``: its 5 layers share them in each sub-step."""
+    global _plain
+    last = _plain
+    if last and last[0] is cos and last[1] is sin and last[2] == unsqueeze_dim:
+        cos_t, signed = last[3], last[4]
+    else:
+        cos_t = cos.unsqueeze(unsqueeze_dim)
+        signed = _signed(sin.unsqueeze(unsqueeze_dim))
+        _plain = (cos, sin, unsqueeze_dim, cos_t, signed)
+    return _rotated(q, cos_t, signed), _rotated(k, cos_t, signed)
+
+
+def _signed(sin_t: torch.Tensor) -> torch.Tensor:
+    """The sine table with its first half negated (what ``rotate_half`` negates)."""
+    half = sin_t.shape[-1] // 2
+    return torch.cat([-sin_t[..., :half], sin_t[..., half:]], dim=-1)
 
 
 def _rotated(x: torch.Tensor, cos_t: torch.Tensor, signed: torch.Tensor) -> torch.Tensor:
@@ -100,33 +125,39 @@ def fused_rotation(x: torch.Tensor, rolled: torch.Tensor, cos_t: torch.Tensor,
     return torch.addcmul(x * cos_t, rolled, signed)
 
 
+#: qwen-tts's functions this module replaces, and what replaces each.
+REPLACED = {"apply_multimodal_rotary_pos_emb": apply, "apply_rotary_pos_emb": apply_plain}
+
+
 def install() -> None:
-    """Route qwen-tts's talker attention through :func:`apply` (idempotent)."""
+    """Route qwen-tts's talker and code-predictor attention through :func:`apply` and
+    :func:`apply_plain` (idempotent)."""
     modeling = _modeling()
-    if modeling.apply_multimodal_rotary_pos_emb is not apply:
-        global _original
-        _original = modeling.apply_multimodal_rotary_pos_emb
-        modeling.apply_multimodal_rotary_pos_emb = apply
+    for name, ours in REPLACED.items():
+        if getattr(modeling, name) is not ours:
+            _originals[name] = getattr(modeling, name)
+            setattr(modeling, name, ours)
 
 
 def installed() -> bool:
-    """Whether qwen-tts's talker attention calls :func:`apply`."""
-    return _modeling().apply_multimodal_rotary_pos_emb is apply
+    """Whether qwen-tts's attention calls this module's functions."""
+    modeling = _modeling()
+    return all(getattr(modeling, name) is ours for name, ours in REPLACED.items())
 
 
 @contextmanager
 def bypassed() -> Iterator[None]:
-    """Within the block, qwen-tts's own function (tables rebuilt in every layer), for
-    comparisons against it; afterwards :func:`apply` again if it was installed."""
-    global _last
+    """Within the block, qwen-tts's own functions (tables rebuilt in every layer), for
+    comparisons against them; afterwards this module's again if they were installed."""
+    global _last, _plain
     modeling = _modeling()
     if not installed():
         yield
         return
-    undo = swap_attr(modeling, "apply_multimodal_rotary_pos_emb", _original)
+    undo = [swap_attr(modeling, name, _originals[name]) for name in REPLACED]
     try:
         yield
     finally:
-        undo()
-        _last = ()
-
+        for restore in reversed(undo):
+            restore()
+        _last = _plain = ()
