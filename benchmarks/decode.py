@@ -44,6 +44,7 @@ from awq_tts.format.packing import pack_gemm  # noqa: E402
 from awq_tts.quantizer import numerics  # noqa: E402
 from awq_tts.runtime import Int4Linear, available_backends, load  # noqa: E402
 from awq_tts.runtime.backends import BACKENDS  # noqa: E402
+from awq_tts.validate.memory import model_bytes  # noqa: E402
 
 LINEARS = (("q_proj", 2048, 2048), ("k_proj", 2048, 1024), ("v_proj", 2048, 1024),
            ("o_proj", 2048, 2048), ("gate_proj", 2048, 6144), ("up_proj", 2048, 6144),
@@ -235,7 +236,8 @@ def measure(models: dict, device: str, backends: list[str], repeats: int, cache:
             "models": bench_models(models, device, cache, repeats),
             "predictor_loop": (bench_predictor_loop(models["bf16"], device, cache, repeats)
                                if "bf16" in models else None),
-            "talker_layers": len(next(iter(models.values())).model.talker.model.layers)}
+            "talker_layers": len(next(iter(models.values())).model.talker.model.layers),
+            "talker_weight_bytes": {n: model_bytes(tts, "layers") for n, tts in models.items()}}
 
 
 def run(args) -> dict:

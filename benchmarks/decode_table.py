@@ -64,6 +64,18 @@ def table(result: dict) -> str:
                             f"{loop['graphs_stock_ops_s'] * 1e3:.2f} ms (awq-tts's "
                             f"{loop['graphs_ops_speedup']:.2f}× faster)"
                             if "graphs_ops_speedup" in loop else "") + ".")
+    weights = result.get("talker_weight_bytes")
+    int4 = next((b for b in result["backends"] if b in (weights or {})), None)
+    if weights and "bf16" in weights and int4:
+        reads = {card: f"{weights['bf16'] / bandwidth * 1e3:.2f} and "
+                       f"{weights[int4] / bandwidth * 1e3:.2f} ms"
+                 for card, bandwidth in (("an RTX 3060's 360 GB/s", 360e9),
+                                         ("an H200's 4.8 TB/s", 4.8e12))}
+        lines += ["", f"Weights one talker step reads (its decoder layers): bf16 "
+                      f"{weights['bf16'] / 1e9:.2f} GB, {int4} {weights[int4] / 1e9:.2f} GB; "
+                      f"reading them alone takes " + "; ".join(
+                          f"{t} at {card}" for card, t in reads.items())
+                  + " (a step is bound by its weights only where its launches cost less)."]
     fusion = result.get("fusion")
     if fusion:
         parts = [f"{label}: {fusion[key]['fused_s'] * 1e3:.2f} ms against "

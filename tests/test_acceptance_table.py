@@ -32,6 +32,7 @@ def test_the_decode_table_shows_the_cuda_graph_rows():
                                  "graphs_s": 0.03, "graphs_speedup": 2.0,
                                  "stock_ops_s": 0.09, "ops_speedup": 1.5,
                                  "graphs_stock_ops_s": 0.036, "graphs_ops_speedup": 1.2},
+              "talker_weight_bytes": {"bf16": 2.8e9, "int4pack": 0.72e9},
               "fusion": {"backend": "int4pack",
                          "talker_step_graphs": {"fused_s": 0.002, "apart_s": 0.0024,
                                                 "speedup": 1.2}}}
@@ -41,6 +42,8 @@ def test_the_decode_table_shows_the_cuda_graph_rows():
     assert "replayed from a CUDA graph: 30.00 ms (2.00× the plain loop)" in text
     assert ("grouped attention `load` installs: 90.00 ms (awq-tts's 1.50× faster); "
             "replayed from CUDA graphs: 36.00 ms (awq-tts's 1.20× faster).") in text
+    assert ("bf16 2.80 GB, int4pack 0.72 GB; reading them alone takes 7.78 and 2.00 ms at an "
+            "RTX 3060's 360 GB/s; 0.58 and 0.15 ms at an H200's 4.8 TB/s") in text
     assert ("against every linear apart (`fuse=False`): talker step from a CUDA graph: "
             "2.00 ms against 2.40 ms (1.20×).") in text
     for key in ("talker_step_graphs", "codec_frame_graphs"):   # a CPU run has no such rows
