@@ -82,7 +82,7 @@ def apply(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
         cos_t, sin_t = tables(cos, sin, mrope_section, mrope_interleaved, unsqueeze_dim)
         signed = _signed(sin_t)
         _last = (cos, sin, layout, cos_t, signed)
-    return _rotated(q, cos_t, signed), _rotated(k, cos_t, signed)
+    return _rotated_pair(q, k, cos_t, signed, unsqueeze_dim)
 
 
 def apply_plain(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -97,13 +97,22 @@ def apply_plain(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.
         cos_t = cos.unsqueeze(unsqueeze_dim)
         signed = _signed(sin.unsqueeze(unsqueeze_dim))
         _plain = (cos, sin, unsqueeze_dim, cos_t, signed)
-    return _rotated(q, cos_t, signed), _rotated(k, cos_t, signed)
+    return _rotated_pair(q, k, cos_t, signed, unsqueeze_dim)
 
 
 def _signed(sin_t: torch.Tensor) -> torch.Tensor:
     """The sine table with its first half negated (what ``rotate_half`` negates)."""
     half = sin_t.shape[-1] // 2
     return torch.cat([-sin_t[..., :half], sin_t[..., half:]], dim=-1)
+
+
+def _rotated_pair(q: torch.Tensor, k: torch.Tensor, cos_t: torch.Tensor, signed: torch.Tensor,
+                  heads_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``q`` and ``k`` rotated as one tensor (their heads side by side, the dimension the
+    tables broadcast over): one concatenation, then one set of kernels instead of two;
+    elementwise, so each value is what it would be alone. The results are views of it."""
+    both = _rotated(torch.cat([q, k], dim=heads_dim), cos_t, signed)
+    return both.split([q.shape[heads_dim], k.shape[heads_dim]], dim=heads_dim)
 
 
 def _rotated(x: torch.Tensor, cos_t: torch.Tensor, signed: torch.Tensor) -> torch.Tensor:
