@@ -102,8 +102,11 @@ class Int4Kernel(nn.Module):
 class Int4Linear(Int4Kernel):
     """A stored INT4 linear: its state dict is AutoAWQ's ``WQLinear_GEMM``."""
 
-    #: The kernel that runs this layer's columns with its siblings' (``siblings.py``).
+    #: The kernel that runs this layer's columns with its siblings' (``siblings.py``), the
+    #: columns of its output there and this layer's bit among the siblings.
     fused: Int4Kernel | None = None
+    columns: tuple[int, int] = (0, 0)
+    bit: int = 0
 
     def __init__(self, in_features: int, out_features: int, group_size: int = 128,
                  bias: bool = False, device: torch.device | str | None = None) -> None:

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..format.packing import PackedLinear
+from ..models.mapping import LayerMapping
 from .backends import Backend
 from .int4_linear import Int4Kernel, Int4Linear
 
@@ -87,7 +88,7 @@ class FusedInt4Linear(Int4Kernel):
         return self.awq_qweight()[:, start // 8:stop // 8].contiguous()
 
 
-def groups(layers: nn.ModuleList, mapping) -> list[tuple[nn.Module, list[str]]]:
+def groups(layers: nn.ModuleList, mapping: LayerMapping) -> list[tuple[nn.Module, list[str]]]:
     """``(parent, child names)`` per mapping scale group of ≥ 2 linears sharing one parent,
     in every layer."""
     out = []
