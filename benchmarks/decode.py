@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from decode_table import table  # noqa: E402
 from graph_calls import (  # noqa: E402
     graphed_calls,
+    kernel_launches,
     predictor_graphed,
     stock_ops,
     torch_linears,
@@ -237,7 +238,10 @@ def measure(models: dict, device: str, backends: list[str], repeats: int, cache:
             "predictor_loop": (bench_predictor_loop(models["bf16"], device, cache, repeats)
                                if "bf16" in models else None),
             "talker_layers": len(next(iter(models.values())).model.talker.model.layers),
-            "talker_weight_bytes": {n: model_bytes(tts, "layers") for n, tts in models.items()}}
+            "talker_weight_bytes": {n: model_bytes(tts, "layers") for n, tts in models.items()},
+            "talker_step_launches": (
+                {n: kernel_launches(model_calls(tts, cache)["talker_step"])
+                 for n, tts in models.items()} if device.startswith("cuda") else None)}
 
 
 def run(args) -> dict:

@@ -76,6 +76,11 @@ def table(result: dict) -> str:
                       f"reading them alone takes " + "; ".join(
                           f"{t} at {card}" for card, t in reads.items())
                   + " (a step is bound by its weights only where its launches cost less)."]
+    launches = result.get("talker_step_launches")
+    if launches:
+        lines += ["", "CUDA kernels and copies one eager talker step runs (torch's profiler; a "
+                      "CUDA graph replays the same): " + ", ".join(
+                          f"{n} {c}" for n, c in launches.items()) + "."]
     fusion = result.get("fusion")
     if fusion:
         parts = [f"{label}: {fusion[key]['fused_s'] * 1e3:.2f} ms against "

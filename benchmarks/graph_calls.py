@@ -99,3 +99,21 @@ def stock_ops(tts, call):
               grouped_attention.bypassed()):
             return call()
     return bypassed
+
+
+def kernel_launches(call) -> int | str:
+    """How many CUDA kernels and copies one ``call`` runs (torch's profiler, after one
+    untimed call): what a CUDA graph of it replays. The profiler's error as text if it
+    fails, so a decode table is never lost to it."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        call()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            call()
+            torch.cuda.synchronize()
+        return sum(1 for event in prof.events() if event.device_type == DeviceType.CUDA)
+    except Exception as exc:  # noqa: BLE001 (any profiler failure: report it, go on)
+        return f"{type(exc).__name__}: {exc}"

@@ -33,6 +33,7 @@ def test_the_decode_table_shows_the_cuda_graph_rows():
                                  "stock_ops_s": 0.09, "ops_speedup": 1.5,
                                  "graphs_stock_ops_s": 0.036, "graphs_ops_speedup": 1.2},
               "talker_weight_bytes": {"bf16": 2.8e9, "int4pack": 0.72e9},
+              "talker_step_launches": {"bf16": 640, "int4pack": 556},
               "fusion": {"backend": "int4pack",
                          "talker_step_graphs": {"fused_s": 0.002, "apart_s": 0.0024,
                                                 "speedup": 1.2}}}
@@ -42,6 +43,7 @@ def test_the_decode_table_shows_the_cuda_graph_rows():
     assert "replayed from a CUDA graph: 30.00 ms (2.00× the plain loop)" in text
     assert ("grouped attention `load` installs: 90.00 ms (awq-tts's 1.50× faster); "
             "replayed from CUDA graphs: 36.00 ms (awq-tts's 1.20× faster).") in text
+    assert "graph replays the same): bf16 640, int4pack 556." in text
     assert ("bf16 2.80 GB, int4pack 0.72 GB; reading them alone takes 7.78 and 2.00 ms at an "
             "RTX 3060's 360 GB/s; 0.58 and 0.15 ms at an H200's 4.8 TB/s") in text
     assert ("against every linear apart (`fuse=False`): talker step from a CUDA graph: "
@@ -100,3 +102,18 @@ def test_a_rollout_step_drowned_in_noise_is_said_not_printed_as_a_cost():
     text = table({"device": "cuda:0", "cap_gib": 6.0, "tiny": False, "quantize": quantized})
     assert ("Calibration rollout step at batch 8: dropping 50.0 ms, graphs below noise (–×)"
             in text)
+
+
+def test_a_kernel_count_that_fails_is_reported_not_raised():
+    from graph_calls import kernel_launches
+
+    assert kernel_launches(lambda: 1 / 0).startswith("ZeroDivisionError")
+
+
+@pytest.mark.gpu
+def test_kernel_launches_counts_what_a_call_runs_on_cuda():
+    import torch
+    from graph_calls import kernel_launches
+
+    x = torch.ones(1024, device="cuda")
+    assert 2 <= kernel_launches(lambda: (x * 2) + 1) <= 4      # a multiply, an add
