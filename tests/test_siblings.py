@@ -45,12 +45,18 @@ def _calls(parent, x) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("backend", available_backends("cpu"))
 def test_a_fused_group_gives_each_member_its_own_columns_bit_for_bit(backend):
+    """The kernels compute each column alone; ``dequant`` hands a wider weight to torch's
+    matmul, whose blocking may follow the width: to bf16 round-off there."""
     apart, fused = _attention(backend, False), _attention(backend, True)
     assert isinstance(getattr(fused, PREFIX + "q"), FusedInt4Linear)
     for rows in (1, 40):      # a decode row and a prefill (avx2's other path from 32 rows)
         x = torch.randn(rows, 256, generator=torch.Generator().manual_seed(rows)).bfloat16()
         for want, got in zip(_calls(apart, x), _calls(fused, x), strict=True):
-            assert got.shape == want.shape and torch.equal(got, want)
+            assert got.shape == want.shape
+            if backend == "dequant":
+                torch.testing.assert_close(got, want, rtol=1.6e-2, atol=1e-3)
+            else:
+                assert torch.equal(got, want)
         assert getattr(fused, PREFIX + "q")._last is None     # released once all had theirs
 
 
