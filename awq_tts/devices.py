@@ -41,3 +41,11 @@ def half_on_cpu(device: str | torch.device, dtype: object) -> bool:
     long matmuls or dilated convolutions (AVX2 without AMX), so such work runs in float32
     (the calibration prefill, the audio modules)."""
     return str(device).startswith("cpu") and dtype in (torch.bfloat16, torch.float16)
+
+
+def cuda_kernels(tensor: torch.Tensor) -> bool:
+    """Whether ops on ``tensor`` run CUDA's kernels: where awq-tts takes its CUDA-only fused
+    paths (``fused_norms``, ``shared_rope``, ``grouped_attention``), which round once fewer
+    or group differently than the CPU's bit-identical ones. Asked here, in one place, so a
+    CPU test can send a whole model through those paths."""
+    return tensor.is_cuda

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ... import devices
 from ...forwards import class_forward, give, runs
 
 #: qwen-tts's RMSNorm class and the attribute holding its epsilon.
@@ -40,7 +41,7 @@ NORM_CLASS, EPSILON = "Qwen3TTSRMSNorm", "variance_epsilon"
 def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     """``Qwen3TTSRMSNorm.forward`` with its normalization as one ``F.rms_norm`` (on CUDA
     with the weight inside: :func:`weighted`)."""
-    if hidden_states.is_cuda and hidden_states.dtype == self.weight.dtype:
+    if devices.cuda_kernels(hidden_states) and hidden_states.dtype == self.weight.dtype:
         return weighted(self, hidden_states)
     return self.weight * F.rms_norm(hidden_states, (hidden_states.shape[-1],), None,
                                     getattr(self, EPSILON))

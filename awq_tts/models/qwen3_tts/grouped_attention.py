@@ -32,6 +32,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from ... import devices
 from .patches import swap_attr
 
 
@@ -61,7 +62,7 @@ def attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
         return _transformers_sdpa()(module, query, key, value, attention_mask, dropout=dropout,
                                     scaling=scaling, is_causal=is_causal, **kwargs)
     mask = attention_mask[..., :key.shape[-2]]
-    if query.is_cuda:
+    if devices.cuda_kernels(query):
         out = by_rows(query, key, value, mask, scaling)
     else:
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,

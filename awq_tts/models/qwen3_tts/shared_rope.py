@@ -32,6 +32,7 @@ from contextlib import contextmanager
 
 import torch
 
+from ... import devices
 from .patches import swap_attr
 
 #: The last multimodal tables built: ``(cos, sin, layout, cos_table, signed_sin_table)``.
@@ -121,7 +122,7 @@ def _rotated(x: torch.Tensor, cos_t: torch.Tensor, signed: torch.Tensor) -> torc
     ``(−a)·b = a·(−b)`` exactly, so one roll replaces a negation and a concatenation. On
     CUDA the second product and the sum are one ``addcmul`` (:func:`fused_rotation`)."""
     rolled = x.roll(x.shape[-1] // 2, dims=-1)
-    if x.is_cuda:
+    if devices.cuda_kernels(x):
         return fused_rotation(x, rolled, cos_t, signed)
     return (x * cos_t) + (rolled * signed)
 
