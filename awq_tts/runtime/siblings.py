@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..format.packing import PackedLinear
-from ..models.mapping import LayerMapping
+from ..models.mapping import LayerMapping, get_module
 from .backends import Backend
 from .int4_linear import Int4Kernel, Int4Linear
 
@@ -90,13 +90,13 @@ class FusedInt4Linear(Int4Kernel):
 
 def groups(layers: nn.ModuleList, mapping: LayerMapping) -> list[tuple[nn.Module, list[str]]]:
     """``(parent, child names)`` per mapping scale group of ≥ 2 linears sharing one parent,
-    in every layer."""
+    in every layer (a parent the layer lacks is the mapping's ``MappingError``)."""
     out = []
     for layer in layers:
         for group in mapping.groups:
             parents = {name.rpartition(".")[0] for name in group.linears}
             if len(group.linears) > 1 and len(parents) == 1:
-                out.append((layer.get_submodule(parents.pop()),
+                out.append((get_module(layer, parents.pop()),
                             [name.rpartition(".")[2] for name in group.linears]))
     return out
 

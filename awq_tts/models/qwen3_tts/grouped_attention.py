@@ -26,6 +26,7 @@ untouched.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -33,16 +34,14 @@ import torch
 import torch.nn.functional as F
 
 from ... import devices
+from .package import modeling
 from .patches import swap_attr
 
 
-def _modeling():
-    from qwen_tts.core.models import modeling_qwen3_tts
-
-    return modeling_qwen3_tts
-
-
+@functools.cache
 def _transformers_sdpa():
+    """transformers' own ``sdpa_attention_forward`` (imported once: every other call and
+    every code-predictor attention goes to it)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     return sdpa_attention_forward
@@ -98,24 +97,24 @@ class _Functions(Mapping):
 
 def install() -> None:
     """Route qwen-tts's ``sdpa`` attention calls through :func:`attention` (idempotent)."""
-    modeling = _modeling()
+    module = modeling()
     if not installed():
-        modeling.ALL_ATTENTION_FUNCTIONS = _Functions(modeling.ALL_ATTENTION_FUNCTIONS)
+        module.ALL_ATTENTION_FUNCTIONS = _Functions(module.ALL_ATTENTION_FUNCTIONS)
 
 
 def installed() -> bool:
-    return isinstance(_modeling().ALL_ATTENTION_FUNCTIONS, _Functions)
+    return isinstance(modeling().ALL_ATTENTION_FUNCTIONS, _Functions)
 
 
 @contextmanager
 def bypassed() -> Iterator[None]:
     """Within the block, transformers' own ``sdpa`` for qwen-tts (for comparisons)."""
-    modeling = _modeling()
+    module = modeling()
     if not installed():
         yield
         return
-    undo = swap_attr(modeling, "ALL_ATTENTION_FUNCTIONS",
-                     modeling.ALL_ATTENTION_FUNCTIONS.functions)
+    undo = swap_attr(module, "ALL_ATTENTION_FUNCTIONS",
+                     module.ALL_ATTENTION_FUNCTIONS.functions)
     try:
         yield
     finally:

@@ -41,6 +41,14 @@ def qwen_tts() -> ModuleType:
     return package
 
 
+def modeling() -> ModuleType:
+    """qwen-tts's modeling module, whose globals (the rope functions, the attention lookup)
+    ``shared_rope`` and ``grouped_attention`` replace; imported by then with the model."""
+    from qwen_tts.core.models import modeling_qwen3_tts
+
+    return modeling_qwen3_tts
+
+
 @contextlib.contextmanager
 def _silenced() -> Iterator[None]:
     """Mute stdout, and stderr at the file-descriptor level (the SoX probe is a shell)."""

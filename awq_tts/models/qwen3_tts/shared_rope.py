@@ -33,20 +33,14 @@ from contextlib import contextmanager
 import torch
 
 from ... import devices
+from .package import modeling
 from .patches import swap_attr
 
-#: The last multimodal tables built: ``(cos, sin, layout, cos_table, signed_sin_table)``.
-_last: tuple = ()
-#: The last plain (code predictor) tables: ``(cos, sin, unsqueeze_dim, cos_t, signed)``.
-_plain: tuple = ()
+#: The last tables built, by rope kind (``multimodal``: the talker's, ``plain``: the code
+#: predictor's): ``(cos, sin, layout, cos_table, signed_sin_table)``.
+_last: dict[str, tuple] = {}
 #: qwen-tts's own functions, by name, once :func:`install` has replaced them.
 _originals: dict[str, Callable] = {}
-
-
-def _modeling():
-    from qwen_tts.core.models import modeling_qwen3_tts
-
-    return modeling_qwen3_tts
 
 
 def tables(cos: torch.Tensor, sin: torch.Tensor, mrope_section, interleaved: bool = False,
@@ -74,15 +68,9 @@ def apply(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
           mrope_section, mrope_interleaved: bool = False,
           unsqueeze_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """``apply_multimodal_rotary_pos_emb`` with the tables built once per ``cos``/``sin``."""
-    global _last
     layout = (tuple(mrope_section), bool(mrope_interleaved), unsqueeze_dim)
-    last = _last
-    if last and last[0] is cos and last[1] is sin and last[2] == layout:
-        cos_t, signed = last[3], last[4]
-    else:
-        cos_t, sin_t = tables(cos, sin, mrope_section, mrope_interleaved, unsqueeze_dim)
-        signed = _signed(sin_t)
-        _last = (cos, sin, layout, cos_t, signed)
+    cos_t, signed = _remembered("multimodal", cos, sin, layout, lambda: tables(
+        cos, sin, mrope_section, mrope_interleaved, unsqueeze_dim))
     return _rotated_pair(q, k, cos_t, signed, unsqueeze_dim)
 
 
@@ -90,15 +78,22 @@ def apply_plain(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.
                 position_ids=None, unsqueeze_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """``apply_rotary_pos_emb`` (the code predictor's rope) with the signed sine table
     built once per ``cos``/``sin``: its 5 layers share them in each sub-step."""
-    global _plain
-    last = _plain
-    if last and last[0] is cos and last[1] is sin and last[2] == unsqueeze_dim:
-        cos_t, signed = last[3], last[4]
-    else:
-        cos_t = cos.unsqueeze(unsqueeze_dim)
-        signed = _signed(sin.unsqueeze(unsqueeze_dim))
-        _plain = (cos, sin, unsqueeze_dim, cos_t, signed)
+    cos_t, signed = _remembered("plain", cos, sin, unsqueeze_dim, lambda: (
+        cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)))
     return _rotated_pair(q, k, cos_t, signed, unsqueeze_dim)
+
+
+def _remembered(kind: str, cos: torch.Tensor, sin: torch.Tensor, layout,
+                build) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``kind`` tables (cos, signed sine) for ``cos``/``sin`` and ``layout``: the last
+    ones built while handed the same two tensors, else ``build()``'s, signed and kept."""
+    last = _last.get(kind)
+    if last and last[0] is cos and last[1] is sin and last[2] == layout:
+        return last[3], last[4]
+    cos_t, sin_t = build()
+    signed = _signed(sin_t)
+    _last[kind] = (cos, sin, layout, cos_t, signed)
+    return cos_t, signed
 
 
 def _signed(sin_t: torch.Tensor) -> torch.Tensor:
@@ -142,32 +137,31 @@ REPLACED = {"apply_multimodal_rotary_pos_emb": apply, "apply_rotary_pos_emb": ap
 def install() -> None:
     """Route qwen-tts's talker and code-predictor attention through :func:`apply` and
     :func:`apply_plain` (idempotent)."""
-    modeling = _modeling()
+    module = modeling()
     for name, ours in REPLACED.items():
-        if getattr(modeling, name) is not ours:
-            _originals[name] = getattr(modeling, name)
-            setattr(modeling, name, ours)
+        if getattr(module, name) is not ours:
+            _originals[name] = getattr(module, name)
+            setattr(module, name, ours)
 
 
 def installed() -> bool:
     """Whether qwen-tts's attention calls this module's functions."""
-    modeling = _modeling()
-    return all(getattr(modeling, name) is ours for name, ours in REPLACED.items())
+    module = modeling()
+    return all(getattr(module, name) is ours for name, ours in REPLACED.items())
 
 
 @contextmanager
 def bypassed() -> Iterator[None]:
     """Within the block, qwen-tts's own functions (tables rebuilt in every layer), for
     comparisons against them; afterwards this module's again if they were installed."""
-    global _last, _plain
-    modeling = _modeling()
+    module = modeling()
     if not installed():
         yield
         return
-    undo = [swap_attr(modeling, name, _originals[name]) for name in REPLACED]
+    undo = [swap_attr(module, name, _originals[name]) for name in REPLACED]
     try:
         yield
     finally:
         for restore in reversed(undo):
             restore()
-        _last = _plain = ()
+        _last.clear()
