@@ -69,10 +69,13 @@ def test_two_tag_script_renders_in_chromium(studio_url, tmp_path):
             cell = page.locator("#segments [data-testid=cell-1-2]")  # row 2, text column
             cell.filter(has_text="Bye now!").wait_for(timeout=30_000)
             cell.dblclick()  # edit one segment in the cut: the render must follow the table
+            editor = cell.locator("textarea, input").first    # open before keys reach it
+            editor.wait_for(timeout=30_000)
             page.keyboard.press("Control+A")
             page.keyboard.type("See you later!")
             page.keyboard.press("Enter")
-            cell.filter(has_text="See you later!").wait_for(timeout=30_000)
+            cell.filter(has_text="See you later!", has_not_text="Bye now!").wait_for(
+                timeout=30_000)                       # replaced, not appended to
             page.click("#render")
             takes = []
             for player in ("#take-a", "#take-b"):
