@@ -46,8 +46,11 @@ def lean(core: nn.Module) -> None:
     (``predictor.py``), the talker's RMSNorms as one fused op each (``fused_norms.py``), its
     rope tables built once per forward (``shared_rope.py``) and one-token masked attention
     without key/value copies (``grouped_attention.py``; these two are globals of qwen-tts's,
-    so stock models in this process share them: their results are bit-identical)."""
+    so stock models in this process share them: their results are bit-identical), and a
+    talker ``generate`` that keeps only the last hidden state of each step, the one qwen-tts
+    reads (``talker_graphs.last_hidden_only``)."""
     predictor.install(core.talker.code_predictor)
+    talker_graphs.install(core.talker)
     fused_norms.install(core.talker)
     shared_rope.install()
     grouped_attention.install()
