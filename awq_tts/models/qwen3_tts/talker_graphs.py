@@ -3,8 +3,9 @@
 qwen-tts runs the talker with transformers' ``generate``; at batch 1 each step's 28 decoder
 layers are about 600 small kernels, so on a GPU the step costs its launches, not its
 weights, and INT4's smaller weights cannot show. Here one ``talker.generate`` call gets a
-:class:`StepCache` (transformers' static cache layers, allocated once for the call's
-``prefill + max_new_tokens`` tokens), and the talker's decoder is wrapped for that call:
+:class:`StepCache` (transformers' static cache layers, with room for the prompt and one
+window of new tokens, grown a window at a time as the call needs), and the talker's
+decoder is wrapped for that call:
 
 * the prefill runs as before, eagerly, writing the static buffers (its attention reads
   exactly the prompt's keys, as with the dynamic cache);
@@ -21,8 +22,15 @@ on CUDA, token for token with greedy decoding. A window whose capture fails runs
 the codec head, sampling, stopping) is qwen-tts's and transformers' own code, unchanged.
 
 The cache holds ``28 layers × 2 × 8 heads × 128 × 2 bytes`` = 112 KiB per token and batch
-row in bf16 (about 250 MiB for a 2,048-frame budget at batch 1), for the whole call, and
-is kept for the next call of the same batch size and length bucket (:data:`KEEP`).
+row in bf16. Allocated for all of ``max_new_tokens`` it would hold 250 MiB for
+``synthesize``'s 2,048-frame budget whatever the speech's length; grown by windows it holds
+what the call reached (about 70 MiB for 30 s of speech and a short prompt). Growing copies
+the cache once a window (256 tokens, 20 s of speech) and drops the graphs captured on the
+old buffers, so the window being entered is captured again. The cache is kept, at its
+largest size, for the next call of the same batch size (:data:`KEEP`).
+
+The talker's ``generate`` also keeps only the hidden state qwen-tts reads from each step
+(:func:`last_hidden_only`), with graphs or without.
 """
 
 from __future__ import annotations
@@ -38,12 +46,16 @@ from transformers.cache_utils import Cache, StaticLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from .graphs import capture, describe, failure
+from .last_hidden import last_hidden_only, swapped_forward
 from .patches import swap_attr
 
 #: Slots per attention window; also the rounding of a call's cache length.
 WINDOW = 256
-#: Step caches (and their graphs) kept per talker, by batch size and length bucket.
+#: Step caches (and their graphs) kept per talker, by batch size, dtype and device.
 KEEP = 1
+#: Windows of new tokens a call's cache has room for at first (256 tokens: 20 s of speech);
+#: it grows a window at a time from there.
+FIRST_WINDOWS = 1
 ATTR = "awq_tts_talker_graphs"
 log = logging.getLogger(__name__)
 
@@ -67,7 +79,7 @@ class WindowLayer(StaticLayer):
 
 
 class StepCache(Cache):
-    """The talker's KV cache for ``generate`` calls of one batch size and length bucket,
+    """The talker's KV cache for ``generate`` calls of one batch size,
     with the decode step's fixed input buffers and its graphs (one per window)."""
 
     def __init__(self, layers: int, capacity: int, graphed: bool) -> None:
@@ -120,6 +132,8 @@ class StepCache(Cache):
         self.inputs["embeds"].copy_(embeds)
         self.inputs["positions"].copy_(position_ids)
         self.inputs["cache_position"].copy_(cache_position)
+        if self.seen >= self.capacity:
+            self.reserve(self.seen + 1)
         window = min(self.capacity, slots(self.seen + 1))
         self._window(window)
         self.seen += 1
@@ -129,6 +143,26 @@ class StepCache(Cache):
                 graph[0].replay()
                 return graph[1].clone()
         return self.decode(decoder_forward, window)
+
+    def reserve(self, tokens: int) -> None:
+        """Room for ``tokens`` positions, in whole windows: keys, values, the valid mask and
+        the slot numbers move to larger buffers (contents kept), and the graphs, which
+        replay the old buffers, are dropped, each window captured again when a step reaches
+        it. So a call holds the cache it uses, not one for all of ``max_new_tokens``."""
+        size = slots(tokens)
+        if size <= self.capacity:
+            return
+        for layer in self.layers:
+            layer.max_cache_len = size
+            if layer.is_initialized:
+                layer.keys, layer.values = _grown(layer.keys, size), _grown(layer.values, size)
+        if self.valid is not None:
+            self.valid = torch.cat([self.valid, self.valid.new_ones(
+                self.valid.shape[0], size - self.capacity)], dim=1)
+        if self.inputs:
+            self.inputs["slots"] = torch.arange(size, device=self.inputs["slots"].device)
+        self.capacity = size
+        self.graphs.clear()
 
     def decode(self, decoder_forward, window: int) -> torch.Tensor:
         """The decoder on the fixed buffers, attending to ``window`` slots: what a graph
@@ -155,8 +189,15 @@ class StepCache(Cache):
         return self.graphs[window]
 
 
+def _grown(buffer: torch.Tensor, size: int) -> torch.Tensor:
+    """``buffer`` ``[batch, heads, slots, dim]`` copied into one of ``size`` slots."""
+    grown = buffer.new_zeros((*buffer.shape[:2], size, buffer.shape[3]))
+    grown[:, :, :buffer.shape[2]].copy_(buffer)
+    return grown
+
+
 class TalkerGraphs:
-    """A talker's step caches, by batch size, length bucket, dtype and device."""
+    """A talker's step caches, by batch size, dtype and device."""
 
     def __init__(self, graphed: bool = True) -> None:
         self.graphed = graphed
@@ -166,10 +207,14 @@ class TalkerGraphs:
         return TalkerGraphs(self.graphed)
 
     def cache_for(self, talker, embeds: torch.Tensor, max_new_tokens: int) -> StepCache:
-        capacity = slots(embeds.shape[1] + max_new_tokens)
-        key = (embeds.shape[0], capacity, embeds.dtype, str(embeds.device))
+        """The step cache for a call of this batch size, dtype and device, with room for
+        the prompt and up to :data:`FIRST_WINDOWS` windows of new tokens (it grows by
+        windows from there)."""
+        tokens = embeds.shape[1] + min(max_new_tokens, FIRST_WINDOWS * WINDOW)
+        key = (embeds.shape[0], embeds.dtype, str(embeds.device))
         cache = self.caches.pop(key, None) or StepCache(
-            talker.config.num_hidden_layers, capacity, self.graphed and embeds.is_cuda)
+            talker.config.num_hidden_layers, slots(tokens), self.graphed and embeds.is_cuda)
+        cache.reserve(tokens)
         self.caches[key] = cache
         while len(self.caches) > KEEP:
             self.caches.popitem(last=False)
@@ -222,7 +267,7 @@ def stepping(talker, cache: StepCache) -> Iterator[StepCache]:
     it: the first as the prefill (eager), each later one-token call as a static step
     (replayed from a graph when ``cache.graphed``). Other calls are untouched."""
     decoder = talker.model
-    original = decoder.forward
+    original = last_hidden_only(decoder.forward)
 
     def forward(*args, **kwargs):
         x = kwargs.get("inputs_embeds")
@@ -251,7 +296,8 @@ def _generate(self, *args, **kwargs):
     embeds = kwargs.get("inputs_embeds")
     if (store is None or args or embeds is None or "past_key_values" in kwargs
             or kwargs.get("max_new_tokens") is None):
-        return type(self).generate(self, *args, **kwargs)
+        with swapped_forward(self.model, last_hidden_only):
+            return type(self).generate(self, *args, **kwargs)
     cache = store.cache_for(self, embeds, int(kwargs["max_new_tokens"]))
     with stepping(self, cache):
         return type(self).generate(self, **kwargs, past_key_values=cache)
