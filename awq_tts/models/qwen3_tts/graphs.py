@@ -49,16 +49,19 @@ def capture(run: Callable[[], torch.Tensor],
     stream's allocations to the graph's pool; a shared stream would carry it on). The
     device's random generator is put back as it was before the warm-up, so the first
     replay draws what a seeded later call draws. Raises what the capture raises, with the
-    generator usable again (:func:`_end_stuck_capture`)."""
+    generator usable again (:func:`_end_stuck_capture`). No cuBLAS workspace outlives it
+    outside the graph's pool (:func:`drop_cublas_workspaces`)."""
     device = torch.device(device)
     with torch.cuda.device(device):
         rng = torch.cuda.get_rng_state(device)
         try:
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
+            drop_cublas_workspaces()
             with torch.no_grad(), torch.cuda.stream(side):
                 run()
             torch.cuda.current_stream(device).wait_stream(side)
+            drop_cublas_workspaces()
             graph = torch.cuda.CUDAGraph()
             try:
                 with torch.no_grad(), torch.cuda.graph(graph, stream=torch.cuda.Stream(device),
@@ -67,9 +70,23 @@ def capture(run: Callable[[], torch.Tensor],
             except Exception:
                 _end_stuck_capture(device)
                 raise
+            finally:
+                drop_cublas_workspaces()
         finally:
             torch.cuda.set_rng_state(rng, device)
     return graph, out
+
+
+def drop_cublas_workspaces() -> None:
+    """Forget torch's cuBLAS workspaces. torch keeps one (32 MiB on Hopper) for every stream
+    a matmul ran on, for the life of the process, counted as allocated memory; each capture
+    warms up and captures on streams of its own, so without this every capture would leave
+    two behind. Dropped before and after the warm-up and the capture (as torch's inductor
+    does for its graphs): the warm-up's returns to the allocator, the capture's stays in the
+    graph's private pool for its replays, and the next eager matmul makes a fresh one."""
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()
 
 
 def _end_stuck_capture(device: torch.device) -> None:
