@@ -58,6 +58,8 @@ def stage_quantize(args) -> dict:
     except Exception as exc:  # noqa: BLE001 (the first run's figures stand)
         result["fit"] = {"error": f"{type(exc).__name__}: {exc}"}
     print("RESULT" + json.dumps(result), flush=True)
+    if getattr(args, "no_rollout_steps", False):
+        return result       # the earlier call's step costs are kept (gpu_acceptance.py)
     try:
         result["rollout_steps"] = step_costs(bf16, args.device, *((4, 8, 4) if args.tiny
                                                                   else (8, 24, 8)))

@@ -149,19 +149,20 @@ def stage_speak_one(args) -> dict:
         if args.model in SPLIT:
             out["eager_split"] = eager_split(tts, max(12, frames // 4))
             print("RESULT" + json.dumps(out), flush=True)
-        out["graphs"] = speak_graphed(tts, args.speech_frames, peak)
+        out["graphs"] = speak_graphed(tts, args.speech_frames, peak, say,
+                                      diagnose=args.model == DIAGNOSED)
     return out
 
 
-def say(tts, frames: int, repeat: int = 10):
-    """One sampled sentence group of ``repeat`` × "Hello there." in a calm designed voice,
+def say(tts, frames: int, repeat: int = 10, text: str | None = None):
+    """``text`` (default ``repeat`` × "Hello there."), sampled in a calm designed voice,
     capped at ``frames`` (random weights never stop by themselves)."""
     import torch
 
     from awq_tts.synth import speak
 
     with torch.no_grad():
-        return speak(tts, "Hello there. " * repeat, instruct="A calm, clear voice.",
+        return speak(tts, text or "Hello there. " * repeat, instruct="A calm, clear voice.",
                      max_new_tokens=frames, do_sample=True, subtalker_dosample=True)
 
 
@@ -184,25 +185,11 @@ def eager_split(tts, frames: int) -> dict:
 #: The models ``speak`` also runs with ``cuda_graphs`` (the talker step and the code
 #: predictor replayed from CUDA graphs): the last is what a 6 GB card runs.
 GRAPHED = ("bf16", "int4pack", "int4pack+offload")
+#: The model whose graphed speech peak is also taken apart (``speech_memory.py``): the one a
+#: 6 GB card runs.
+DIAGNOSED = "int4pack+offload"
 #: The models whose eager frame ``speak`` splits into the talker's forwards and the rest.
 SPLIT = ("bf16", "int4pack")
-
-
-def speak_graphed(tts, frames: int, peak: Peak) -> dict:
-    """RTF and peak memory with ``cuda_graphs`` on, over ``frames`` (``--speech-frames``:
-    375, the issue's 30 s of speech, which graphs make quick), after a short first call that
-    captures the graphs (its wall time is ``capture_call_s``; the peak counts the captures
-    and their memory pools), and the graphs' state."""
-    from awq_tts.models import adapter_of
-    from awq_tts.runtime import graph_status
-
-    peak.reset()
-    adapter_of(tts).use_cuda_graphs(tts, True)
-    capture_call = say(tts, 8).seconds_wall
-    result = say(tts, frames, repeat=60)
-    return {"audio_s": result.seconds_audio, "wall_s": result.seconds_wall,
-            "rtf": result.real_time_factor, "frames_cap": frames, "status": graph_status(tts),
-            "capture_call_s": capture_call, "peak_gib": peak.gib()}
 
 
 def stage_decode(args) -> dict:
@@ -239,6 +226,7 @@ def stage_validate(args) -> dict:
 
 
 from acceptance_quantize import stage_quantize  # noqa: E402 (a sibling script module)
+from speech_memory import speak_graphed  # noqa: E402
 
 STAGE_FUNCTIONS = {"env": stage_env, "gpu_tests": stage_gpu_tests, "build": stage_build,
                    "speak_one": stage_speak_one, "decode": stage_decode,

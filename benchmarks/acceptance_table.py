@@ -13,6 +13,15 @@ def _ms(seconds) -> str:
     return "below noise" if seconds is None else f"{seconds * 1e3:.1f} ms"
 
 
+def _trace(label: str, trace: dict) -> str:
+    """What was live at the graphed speech's peak, largest first."""
+    if "error" in trace:
+        return f"{label}, what is live at the peak: not traced ({trace['error']})"
+    live = "; ".join(f"{g['mib']:.0f} MiB × {g['count']} {g['origin']}" for g in trace["live"][:6])
+    return (f"{label}, live at the peak of 30 s of graphed speech: {trace['start_gib']:.2f} GiB "
+            f"before the call + {trace['rise_gib']:.2f} GiB rise; of the rise: {live}")
+
+
 def table(results: dict) -> str:
     env = results.get("env", {})
     lines = [f"Device: {env.get('gpu', results['device'])} (torch {env.get('torch')}), "
@@ -38,7 +47,13 @@ def table(results: dict) -> str:
                   + (f", {graphed['audio_s']:.1f} s of audio" if "audio_s" in graphed else "")
                   + f"): {graphed['status']}"
                   + (f"; the capturing first call took {graphed['capture_call_s']:.1f} s"
-                     if "capture_call_s" in graphed else "")] if graphed else []
+                     if "capture_call_s" in graphed else "")
+                  + (f"; a text of {graphed['text_tokens']} tokens (30 s of speech)"
+                     if "text_tokens" in graphed else "")
+                  + (f"; with the longer text ({graphed['long_text']['repeats']} × \"Hello "
+                     f"there.\") {graphed['long_text']['peak_gib']:.2f} GiB"
+                     if "long_text" in graphed else "")] if graphed else []
+        notes += [_trace(label, graphed["trace"])] if "trace" in graphed else []
         notes += [f"{label}: the first call of the process (8 frames) took "
                   f"{r['first_call_s']:.1f} s; RTF is measured after it"
                   ] if "first_call_s" in r else []

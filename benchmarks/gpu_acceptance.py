@@ -29,6 +29,7 @@ increase of the stage's process over its baseline after imports.
 
 Usage: python benchmarks/gpu_acceptance.py --out DIR [--device auto] [--tiny] [--skip STAGE]
        [--resume EARLIER.json]   (a second call: keep what the first completed)
+       [--rerun STAGE,speak:MODEL,...]   (with --resume: run these again all the same)
 """
 
 from __future__ import annotations
@@ -107,10 +108,14 @@ def _complete(args, stage: str, row, model: str | None = None) -> bool:
     for ``model``, on CUDA with the 30 s graphed peak where that model is graphed;
     ``quantize``: quantized to the end twice, for the fit, whatever became of the rollout
     step costs after it; ``decode``: its table has the paired stock-ops and fused-siblings
-    lines), and ``build``'s checkpoints are still on disk (a fresh machine builds them again)."""
-    if stage == "quantize" and isinstance(row, dict) and {"wall_s", "fit"} <= set(row) \
-            and "error" not in row:
-        return True     # quantized twice to the end; only the rollout step costs were cut
+    lines), and ``build``'s checkpoints are still on disk (a fresh machine builds them again);
+    never a stage (or ``speak:MODEL``) that ``--rerun`` names."""
+    if stage in getattr(args, "rerun", ()):
+        return False
+    if stage == "quantize" and isinstance(row, dict):
+        # quantized twice to the end, for the fit; only the rollout step costs may be cut
+        return {"wall_s", "fit"} <= set(row) and "error" not in row \
+            and "error" not in (row["fit"] or {})
     if not isinstance(row, dict) or not row or {"error", "skipped", "cut"} & set(row):
         return False
     if stage == "speak":
@@ -159,7 +164,10 @@ def orchestrate(args) -> dict:
         elif args.in_process:
             results[stage] = _in_process(args, stage, None)
         else:
-            results[stage] = _child(args, stage, [], budget)
+            kept = _kept_steps(previous, stage)
+            results[stage] = _child(args, stage, ["--no-rollout-steps"] if kept else [], budget)
+            if kept and "rollout_steps" not in results[stage]:
+                results[stage]["rollout_steps"] = kept
         earlier_gpu = previous.get("env", {}).get("gpu")
         if stage == "env" and previous and earlier_gpu != results["env"].get("gpu"):
             # never mix two machines' figures in one report
@@ -170,6 +178,15 @@ def orchestrate(args) -> dict:
     return results
 
 
+def _kept_steps(previous: dict, stage: str) -> dict | None:
+    """The calibration rollout step costs of an earlier ``quantize`` (about 25 s on the
+    H200), kept when that stage runs again for its fit or its quantize figures."""
+    steps = (previous.get(stage) or {}).get("rollout_steps") if stage == "quantize" else None
+    if not isinstance(steps, dict) or "error" in steps:
+        return None
+    return {**steps, "resumed": True}
+
+
 def _speak(args, results: dict, earlier: dict, budget: int) -> dict:
     """Every model that speaks, each in its own process with an equal share of ``budget``;
     a model an earlier call measured to the end is kept (``resumed``)."""
@@ -177,7 +194,8 @@ def _speak(args, results: dict, earlier: dict, budget: int) -> dict:
     offloaded = [f"{OFFLOADED}+offload"] if OFFLOADED in backends else []
     names = [n for n in ["bf16", *backends, *offloaded] if not args.models or n in args.models]
     kept = {n: {**earlier[n], "resumed": True} for n in names
-            if _complete(args, "speak_one", earlier.get(n), n)}
+            if not {"speak", f"speak:{n}"} & set(getattr(args, "rerun", ()))
+            and _complete(args, "speak_one", earlier.get(n), n)}
     share = max(20, budget // max(len(names) - len(kept), 1))
     return {name: kept.get(name) or (
         _in_process(args, "speak_one", name) if args.in_process
@@ -217,8 +235,13 @@ def main() -> None:
     parser.add_argument("--resume", type=Path, default=None,
                         help="an earlier run's gpu_acceptance.json: keep the stages it "
                              "completed, run the rest (a second device call)")
+    parser.add_argument("--rerun", type=lambda v: v.split(","), default=[],
+                        help="with --resume: run these again though the earlier call "
+                             "completed them (comma-separated stages; speak:MODEL for one "
+                             "model's speech, speak for every model's)")
     parser.add_argument("--in-process", action="store_true",
                         help="run the stages in this process (a quick dry run, no isolation)")
+    parser.add_argument("--no-rollout-steps", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -244,6 +267,11 @@ def main() -> None:
         if unknown:
             parser.error(f"--models: unknown {', '.join(unknown)}; choose from "
                          f"{', '.join(known)}")
+    wrong = [name for name in args.rerun
+             if name not in STAGES and name.partition(":")[0] != "speak"]
+    if wrong:
+        parser.error(f"--rerun: unknown {', '.join(wrong)}; choose from {', '.join(STAGES)} "
+                     f"or speak:MODEL")
     if args.resume is not None:
         try:
             json.loads(args.resume.read_text())

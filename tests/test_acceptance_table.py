@@ -117,3 +117,24 @@ def test_kernel_launches_counts_what_a_call_runs_on_cuda():
 
     x = torch.ones(1024, device="cuda")
     assert 2 <= kernel_launches(lambda: (x * 2) + 1) <= 4      # a multiply, an add
+
+
+def test_the_speech_table_names_what_is_live_at_the_graphed_peak():
+    from acceptance_table import table
+
+    graphs = {"audio_s": 29.9, "rtf": 0.17, "frames_cap": 375, "status": "on",
+              "capture_call_s": 0.4, "peak_gib": 1.9, "text_tokens": 117,
+              "long_text": {"repeats": 60, "peak_gib": 2.1, "rtf": 0.17},
+              "trace": {"start_gib": 1.5, "rise_gib": 0.4, "events": 9, "live": [
+                  {"mib": 140.0, "count": 56, "origin": "awq_tts/x.py:62 update"}]}}
+    result = {"device": "cuda:0", "cap_gib": 6.0, "tiny": False, "env": {"gpu": "GPU"},
+              "speak": {"int4pack+offload": {"load_peak_gib": 1.6, "peak_gib": 1.7,
+                                             "audio_s": 8.0, "rtf": 1.5, "graphs": graphs}}}
+    text = table(result)
+    assert "| INT4 int4pack+offload | 1.60 | 1.70 | 8.0 | 1.50 | 0.17 | 1.90 |" in text
+    assert ("a text of 117 tokens (30 s of speech); with the longer text (60 × \"Hello "
+            "there.\") 2.10 GiB") in text
+    assert ("live at the peak of 30 s of graphed speech: 1.50 GiB before the call + 0.40 GiB "
+            "rise; of the rise: 140 MiB × 56 awq_tts/x.py:62 update") in text
+    graphs["trace"] = {"error": "RuntimeError: no history"}
+    assert "what is live at the peak: not traced (RuntimeError: no history)" in table(result)

@@ -157,11 +157,20 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
                                         "cut": "timed out after 300 s; …"})
     assert not _complete(args, "quantize", {"wall_s": 60.0, "cut": "timed out after 300 s"})
     assert not _complete(args, "quantize", {"error": "timed out after 23 s"})
+    assert not _complete(args, "quantize", {"wall_s": 45.0, "layers": 28})   # before the fit
+    assert not _complete(args, "quantize", {"wall_s": 45.0, "fit": {"error": "OutOfMemory"}})
     assert not _complete(args, "decode", {"predictor_loop": {"speedup": 1.1}})   # no ops line
     ops = {"predictor_loop": {"speedup": 1.1, "ops_speedup": 1.3}}
     assert not _complete(args, "decode", ops)                          # no fusion line
     assert _complete(args, "decode", {**ops, "fusion": {"talker_step": {"speedup": 1.1}}})
     assert result["resumed_from"] == str(earlier)
+    from gpu_acceptance import _kept_steps
+
+    steps = {"graphs": {"step_s": 0.02}}
+    assert _kept_steps({"quantize": {"rollout_steps": steps}}, "quantize") == {
+        **steps, "resumed": True}                 # a quantize rerun keeps the step costs
+    assert _kept_steps({"quantize": {"rollout_steps": {"error": "x"}}}, "quantize") is None
+    assert _kept_steps({"quantize": {"rollout_steps": steps}}, "validate") is None
     earlier.write_text(json.dumps(result))
     again = orchestrate(args)                     # the checkpoints exist now: kept
     assert again["build"]["resumed"] and again["build"]["bytes"] == result["build"]["bytes"]
@@ -173,6 +182,10 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     spoken = _speak(args, again, done, 300)
     assert spoken["bf16"] == {**done["bf16"], "resumed": True}
     assert "resumed" not in spoken["int4pack"] and spoken["int4pack"]["audio_s"] > 0
+    args.rerun = ["speak:bf16", "build"]           # --rerun: done, and run all the same
+    assert not _complete(args, "build", again["build"])
+    assert "resumed" not in _speak(args, again, done, 300)["bf16"]
+    args.rerun = []
     cuda = argparse.Namespace(device="cuda:0")      # a row from before the 30 s graphed peak
     assert not _complete(cuda, "speak_one", {"rtf": 2.85, "peak_gib": 1.74}, "int4pack+offload")
     assert _complete(cuda, "speak_one", {"graphs": {"peak_gib": 1.8}}, "int4pack+offload")
