@@ -18,6 +18,7 @@ A model without INT4 linears given as QUANT fails both checks, whatever it weigh
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import resolve_device
 from ..models import adapter_of
 from ..runtime import load
 from .thresholds import FAIL, Check, check
@@ -96,7 +98,7 @@ class MemoryProbe:
 
     def __init__(self, device: str, budget_gb: float, backend: str = "auto",
                  cuda_graphs: bool = False, offload_embeddings: bool = False) -> None:
-        self.device, self.budget_gb, self.backend = device, budget_gb, backend
+        self.device, self.budget_gb, self.backend = resolve_device(device), budget_gb, backend
         self.cuda_graphs, self.offload_embeddings = cuda_graphs, offload_embeddings
         self.cuda = device.startswith("cuda")
         self.peak_bytes: int | None = None
@@ -140,7 +142,8 @@ class MemoryProbe:
         out-of-memory turned into a failed check."""
         if not self.cuda:
             return fn()
-        start = torch.cuda.memory_allocated(self.device)
+        gc.collect()    # garbage freed mid-run (a dropped model's cycles) would look like
+        start = torch.cuda.memory_allocated(self.device)    # the INT4 model shrinking
         self._others = start - self.resident_bytes
         total = torch.cuda.get_device_properties(self.device).total_memory
         torch.cuda.set_per_process_memory_fraction(
