@@ -150,7 +150,9 @@ def orchestrate(args) -> dict:
         if stage in args.skip:
             results[stage] = {"skipped": "--skip"}
             continue
-        if stage != "env" and _complete(args, stage, previous.get(stage)):
+        if stage != "env" and (_complete(args, stage, previous.get(stage)) or (
+                stage == "build" and "build" in previous and _all_kept_after(args, results,
+                                                                             previous))):
             results[stage] = {**previous[stage], "resumed": True}
             write(args.out, results)
             continue
@@ -187,15 +189,34 @@ def _kept_steps(previous: dict, stage: str) -> dict | None:
     return {**steps, "resumed": True}
 
 
-def _speak(args, results: dict, earlier: dict, budget: int) -> dict:
-    """Every model that speaks, each in its own process with an equal share of ``budget``;
-    a model an earlier call measured to the end is kept (``resumed``)."""
+def _all_kept_after(args, results: dict, previous: dict) -> bool:
+    """Whether every stage after ``build`` that is not ``--skip``ped (one at least) keeps
+    its earlier result, so nothing needs the checkpoints: a second call on a fresh machine
+    that reruns only ``gpu_tests`` then spends nothing on building them again."""
+    later = [s for s in STAGES[STAGES.index("build") + 1:] if s not in args.skip]
+    if not later:
+        return False
+    names, kept = _speakers(args, results, previous.get("speak") or {})
+    return all(len(kept) == len(names) if s == "speak" else _complete(args, s, previous.get(s))
+               for s in later)
+
+
+def _speakers(args, results: dict, earlier: dict) -> tuple[list[str], dict]:
+    """Who speaks (``--models``, or bf16 and every backend ``env`` found), and the rows of
+    those an earlier call measured to the end."""
     backends = results.get("env", {}).get("backends") or []
     offloaded = [f"{OFFLOADED}+offload"] if OFFLOADED in backends else []
     names = [n for n in ["bf16", *backends, *offloaded] if not args.models or n in args.models]
     kept = {n: {**earlier[n], "resumed": True} for n in names
             if not {"speak", f"speak:{n}"} & set(getattr(args, "rerun", ()))
             and _complete(args, "speak_one", earlier.get(n), n)}
+    return names, kept
+
+
+def _speak(args, results: dict, earlier: dict, budget: int) -> dict:
+    """Every model that speaks, each in its own process with an equal share of ``budget``;
+    a model an earlier call measured to the end is kept (``resumed``)."""
+    names, kept = _speakers(args, results, earlier)
     share = max(20, budget // max(len(names) - len(kept), 1))
     return {name: kept.get(name) or (
         _in_process(args, "speak_one", name) if args.in_process

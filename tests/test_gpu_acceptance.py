@@ -253,3 +253,27 @@ def test_a_failing_graphed_rollout_falls_back_to_the_eager_one():
     calls.clear()
     assert with_fallback(lambda rollout: calls.append(rollout) or rollout) == ("auto", None)
     assert calls == ["auto"]
+
+
+def test_a_second_call_builds_only_for_a_stage_that_runs(tmp_path):
+    """A fresh machine has no checkpoints; if every later stage keeps its earlier result
+    (a call that reruns only the gpu tests), nothing is built again."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_acceptance import _all_kept_after
+
+    args = argparse.Namespace(skip=[], models=["bf16"], rerun=[], device="cpu",
+                              work=tmp_path / "fresh")
+    results = {"env": {"backends": ["int4pack"]}}
+    done = {"speak": {"bf16": {"rtf": 1.0}},
+            "decode": {"predictor_loop": {"ops_speedup": 1.3}, "fusion": {"x": 1}},
+            "quantize": {"wall_s": 30.0, "fit": {"default_s": 98.0}},
+            "validate": {"verdict": "PASS"}}
+    assert _all_kept_after(args, results, done)
+    assert not _all_kept_after(args, results, {**done, "validate": {"error": "OOM"}})
+    assert not _all_kept_after(args, results, {**done, "speak": {}})
+    args.rerun = ["speak:bf16"]
+    assert not _all_kept_after(args, results, done)
+    args.rerun, args.skip = [], ["speak", "decode", "quantize", "validate"]
+    assert not _all_kept_after(args, results, done)    # a call for build alone builds
