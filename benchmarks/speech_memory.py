@@ -114,12 +114,13 @@ def peak_of(events: Iterable[dict], top: int = 12) -> dict:
 
 def origin_of(frames: list[dict]) -> str:
     """``file:line function`` of the innermost frame in code this project or its libraries
-    own (a path cut after ``site-packages/``), else the innermost frame, else ``?``."""
+    own (the path from the package's folder on: the GPU run installs them under
+    ``/tmp/site``), else the innermost frame, else ``?``."""
     for frame in frames:
         name = frame.get("filename", "")
-        if any(part in name for part in OWN) and "/torch/" not in name:
-            short = name.split("site-packages/")[-1].split("/benchmarks/")[-1]
-            return f"{short}:{frame.get('line')} {frame.get('name')}"
+        found = [name.rfind("/" + part) for part in OWN if "/" + part in name]
+        if found and "/torch/" not in name:
+            return f"{name[max(found) + 1:]}:{frame.get('line')} {frame.get('name')}"
     if frames:
         return f"{frames[0].get('filename', '?')}:{frames[0].get('line')} {frames[0].get('name')}"
     return "?"

@@ -47,6 +47,13 @@ def test_the_peak_is_the_highest_live_sum_and_names_its_blocks():
     assert peak_of([_free(1, 5)])["rise_gib"] == 0 and peak_of([])["live"] == []
 
 
+def test_a_block_is_named_from_its_package_folder_wherever_that_is_installed():
+    frame = _frame("/tmp/site/qwen_tts/core/x.py", 3, "forward")
+    assert origin_of([TORCH, frame]) == "qwen_tts/core/x.py:3 forward"
+    assert origin_of([_frame("/work/main/benchmarks/speech_memory.py", 9, "say")]) == (
+        "benchmarks/speech_memory.py:9 say")
+
+
 def test_a_block_outside_the_projects_code_is_named_by_its_innermost_frame():
     assert origin_of([TORCH]) == "/site-packages/torch/nn/functional.py:10 linear"
     assert origin_of([]) == "?"
