@@ -100,7 +100,7 @@ class MemoryProbe:
                  cuda_graphs: bool = False, offload_embeddings: bool = False) -> None:
         self.device, self.budget_gb, self.backend = resolve_device(device), budget_gb, backend
         self.cuda_graphs, self.offload_embeddings = cuda_graphs, offload_embeddings
-        self.cuda = device.startswith("cuda")
+        self.cuda = self.device.startswith("cuda")
         self.peak_bytes: int | None = None
         self.resident_bytes = 0           # the INT4 model's, on the device
         self._others = 0                  # other tensors' bytes on the device at a run's start

@@ -48,7 +48,7 @@ def lean(core: nn.Module) -> None:
     without key/value copies (``grouped_attention.py``; these two are globals of qwen-tts's,
     so stock models in this process share them: their results are bit-identical), and a
     talker ``generate`` that keeps only the last hidden state of each step, the one qwen-tts
-    reads (``talker_graphs.last_hidden_only``)."""
+    reads (``last_hidden.py``)."""
     predictor.install(core.talker.code_predictor)
     talker_graphs.install(core.talker)
     fused_norms.install(core.talker)

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .patches import swap_attr
+from .patches import swapped
 from .predictor import GRAPHS_ATTR, fixed_cache, frame_codes
 from .sampling import sampling_warpers
 
@@ -197,11 +197,8 @@ def disable(predictor) -> None:
 def using(predictor, store: FrameGraphs | None) -> Iterator[FrameGraphs | None]:
     """Replay ``predictor``'s frames from ``store`` inside the block (``None``: eagerly),
     and restore whatever was set before (an A/B switch that keeps its captures)."""
-    undo = swap_attr(predictor, GRAPHS_ATTR, store)
-    try:
+    with swapped(predictor, GRAPHS_ATTR, store):
         yield store
-    finally:
-        undo()
 
 
 def of(predictor) -> FrameGraphs | None:

@@ -10,10 +10,7 @@ state alone; the speech is bit-identical (tested against qwen-tts's own ``genera
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
-from .patches import swap_attr
+from collections.abc import Callable
 
 
 def last_hidden_only(decoder_forward: Callable) -> Callable:
@@ -28,14 +25,3 @@ def last_hidden_only(decoder_forward: Callable) -> Callable:
         return out
 
     return forward
-
-
-@contextmanager
-def swapped_forward(module, wrap: Callable[[Callable], Callable]) -> Iterator[None]:
-    """``module.forward`` as ``wrap(forward)`` inside the block."""
-    undo = swap_attr(module, "forward", wrap(module.forward))
-    try:
-        yield
-    finally:
-        undo()
-

@@ -46,6 +46,16 @@ def swap_attr(obj: object, name: str, value: object) -> Callable[[], None]:
     return undo
 
 
+@contextlib.contextmanager
+def swapped(obj: object, name: str, value: object) -> Iterator[object]:
+    """:func:`swap_attr` for the block: ``value`` inside it, what was there before after."""
+    undo = swap_attr(obj, name, value)
+    try:
+        yield value
+    finally:
+        undo()
+
+
 @dataclass
 class TalkerRecord:
     """What one ``generate`` call fed the talker, batch-major and left-padded."""

@@ -46,8 +46,8 @@ from transformers.cache_utils import Cache, StaticLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from .graphs import capture, describe, failure
-from .last_hidden import last_hidden_only, swapped_forward
-from .patches import swap_attr
+from .last_hidden import last_hidden_only
+from .patches import swap_attr, swapped
 
 #: Slots per attention window; also the rounding of a call's cache length.
 WINDOW = 256
@@ -132,8 +132,7 @@ class StepCache(Cache):
         self.inputs["embeds"].copy_(embeds)
         self.inputs["positions"].copy_(position_ids)
         self.inputs["cache_position"].copy_(cache_position)
-        if self.seen >= self.capacity:
-            self.reserve(self.seen + 1)
+        self.reserve(self.seen + 1)
         window = min(self.capacity, slots(self.seen + 1))
         self._window(window)
         self.seen += 1
@@ -244,12 +243,8 @@ def using(talker, graphed: bool) -> Iterator[TalkerGraphs]:
     """Static-cache decoding for ``talker`` inside the block, from a fresh store (as
     :func:`enable`), and whatever was set before afterwards (calibration's rollouts)."""
     install(talker)
-    store = TalkerGraphs(graphed)
-    undo = swap_attr(talker, ATTR, store)
-    try:
+    with swapped(talker, ATTR, TalkerGraphs(graphed)) as store:
         yield store
-    finally:
-        undo()
 
 
 def status(talker) -> str:
@@ -296,7 +291,7 @@ def _generate(self, *args, **kwargs):
     embeds = kwargs.get("inputs_embeds")
     if (store is None or args or embeds is None or "past_key_values" in kwargs
             or kwargs.get("max_new_tokens") is None):
-        with swapped_forward(self.model, last_hidden_only):
+        with swapped(self.model, "forward", last_hidden_only(self.model.forward)):
             return type(self).generate(self, *args, **kwargs)
     cache = store.cache_for(self, embeds, int(kwargs["max_new_tokens"]))
     with stepping(self, cache):
