@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ... import devices
 from .package import modeling
-from .patches import swap_attr
+from .patches import swapped
 
 
 @functools.cache
@@ -113,9 +113,5 @@ def bypassed() -> Iterator[None]:
     if not installed():
         yield
         return
-    undo = swap_attr(module, "ALL_ATTENTION_FUNCTIONS",
-                     module.ALL_ATTENTION_FUNCTIONS.functions)
-    try:
+    with swapped(module, "ALL_ATTENTION_FUNCTIONS", module.ALL_ATTENTION_FUNCTIONS.functions):
         yield
-    finally:
-        undo()
