@@ -206,6 +206,15 @@ def test_a_resume_file_that_is_not_a_run_is_one_line(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_an_unknown_rerun_is_one_line(tmp_path):
+    run = subprocess.run([sys.executable, SCRIPT, "--out", str(tmp_path / "o"), "--device",
+                          "cpu", "--tiny", "--rerun", "gpu_tests,speek"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "--rerun: unknown speek; choose from env, gpu_tests" in run.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_eager_split_adds_up(tiny_voice_design):
     """The speak stage's breakdown of eager speech (run on CUDA only; checked here on the
     tiny model): forwards and the rest share each frame's wall time."""
