@@ -142,12 +142,18 @@ class MemoryProbe:
         out-of-memory turned into a failed check."""
         if not self.cuda:
             return fn()
-        gc.collect()    # garbage freed mid-run (a dropped model's cycles) would look like
-        start = torch.cuda.memory_allocated(self.device)    # the INT4 model shrinking
+        # Garbage freed mid-run (a dropped model's cycles) would look like the INT4 model
+        # shrinking; and the memory fraction bounds only new segments, never blocks the
+        # allocator already caches, so an earlier run's cache would let the model past it.
+        gc.collect()
+        torch.cuda.empty_cache()
+        start = torch.cuda.memory_allocated(self.device)
         self._others = start - self.resident_bytes
+        # the fraction bounds reserved bytes: others' segments count with their slack
+        held = torch.cuda.memory_reserved(self.device) - self.resident_bytes
         total = torch.cuda.get_device_properties(self.device).total_memory
         torch.cuda.set_per_process_memory_fraction(
-            min(1.0, (self.budget_gb * 2**30 + self._others) / total), self.device)
+            min(1.0, (self.budget_gb * 2**30 + held) / total), self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         try:
             return fn()
