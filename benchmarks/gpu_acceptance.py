@@ -42,18 +42,22 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ("env", "gpu_tests", "build", "speak", "decode", "quantize", "validate")
+from acceptance_resume import (  # sibling script modules
+    OFFLOADED,
+    STAGES,
+    all_kept_after,
+    complete,
+    kept_steps,
+    speakers,
+)
+from acceptance_stages import STAGE_FUNCTIONS
+from acceptance_table import table
+from timing import results_in
+
 #: Seconds each stage may take on the GPU machine (the whole run: about 8 minutes).
 BUDGET = {"env": 60, "gpu_tests": 150, "build": 120, "speak": 240, "decode": 90,
           "quantize": 300, "validate": 150}
 ROOT = Path(__file__).resolve().parent.parent
-#: The backend ``speak`` also runs with ``offload_embeddings`` (``NAME+offload``).
-OFFLOADED = "int4pack"
-
-
-from acceptance_stages import GRAPHED, STAGE_FUNCTIONS  # noqa: E402 (a sibling script module)
-from acceptance_table import table  # noqa: E402
-from timing import results_in  # noqa: E402
 
 # ---- orchestration -----------------------------------------------------------------------
 
@@ -102,35 +106,6 @@ def _child(args, stage: str, extra: list[str], timeout: int) -> dict:
     return result
 
 
-def _complete(args, stage: str, row, model: str | None = None) -> bool:
-    """Whether ``--resume`` keeps a stage's earlier result: it ran to the end without an error
-    (``gpu_tests``: every test passed; ``speak`` is resumed model by model, ``speak_one``
-    for ``model``, on CUDA with the 30 s graphed peak where that model is graphed;
-    ``quantize``: quantized to the end twice, for the fit, whatever became of the rollout
-    step costs after it; ``decode``: its table has the paired stock-ops and fused-siblings
-    lines), and ``build``'s checkpoints are still on disk (a fresh machine builds them again);
-    never a stage (or ``speak:MODEL``) that ``--rerun`` names."""
-    if stage in getattr(args, "rerun", ()):
-        return False
-    if stage == "quantize" and isinstance(row, dict):
-        # quantized twice to the end, for the fit; only the rollout step costs may be cut
-        return {"wall_s", "fit"} <= set(row) and "error" not in row \
-            and "error" not in (row["fit"] or {})
-    if not isinstance(row, dict) or not row or {"error", "skipped", "cut"} & set(row):
-        return False
-    if stage == "speak":
-        return False
-    if stage == "gpu_tests":
-        return row.get("exit_code") == 0
-    if stage == "build":
-        return all((args.work / name / "config.json").is_file() for name in ("bf16", "int4-rtn"))
-    if stage == "decode":       # a table from before the paired lines (ops, fusion): again
-        return "ops_speedup" in (row.get("predictor_loop") or {}) and bool(row.get("fusion"))
-    if stage == "speak_one" and args.device.startswith("cuda") and model in GRAPHED:
-        return "peak_gib" in (row.get("graphs") or {})   # a row from before the 30 s peak
-    return True
-
-
 def orchestrate(args) -> dict:
     """Run the stages in order within ``--deadline`` seconds (the device tool allows 600 per
     call): each child gets at most its budget and what is left; a stage that cannot start
@@ -150,8 +125,8 @@ def orchestrate(args) -> dict:
         if stage in args.skip:
             results[stage] = {"skipped": "--skip"}
             continue
-        if stage != "env" and (_complete(args, stage, previous.get(stage)) or (
-                stage == "build" and "build" in previous and _all_kept_after(args, results,
+        if stage != "env" and (complete(args, stage, previous.get(stage)) or (
+                stage == "build" and "build" in previous and all_kept_after(args, results,
                                                                              previous))):
             results[stage] = {**previous[stage], "resumed": True}
             write(args.out, results)
@@ -166,7 +141,7 @@ def orchestrate(args) -> dict:
         elif args.in_process:
             results[stage] = _in_process(args, stage, None)
         else:
-            kept = _kept_steps(previous, stage)
+            kept = kept_steps(previous, stage)
             results[stage] = _child(args, stage, ["--no-rollout-steps"] if kept else [], budget)
             if kept and "rollout_steps" not in results[stage]:
                 results[stage]["rollout_steps"] = kept
@@ -180,43 +155,10 @@ def orchestrate(args) -> dict:
     return results
 
 
-def _kept_steps(previous: dict, stage: str) -> dict | None:
-    """The calibration rollout step costs of an earlier ``quantize`` (about 25 s on the
-    H200), kept when that stage runs again for its fit or its quantize figures."""
-    steps = (previous.get(stage) or {}).get("rollout_steps") if stage == "quantize" else None
-    if not isinstance(steps, dict) or "error" in steps:
-        return None
-    return {**steps, "resumed": True}
-
-
-def _all_kept_after(args, results: dict, previous: dict) -> bool:
-    """Whether every stage after ``build`` that is not ``--skip``ped (one at least) keeps
-    its earlier result, so nothing needs the checkpoints: a second call on a fresh machine
-    that reruns only ``gpu_tests`` then spends nothing on building them again."""
-    later = [s for s in STAGES[STAGES.index("build") + 1:] if s not in args.skip]
-    if not later:
-        return False
-    names, kept = _speakers(args, results, previous.get("speak") or {})
-    return all(len(kept) == len(names) if s == "speak" else _complete(args, s, previous.get(s))
-               for s in later)
-
-
-def _speakers(args, results: dict, earlier: dict) -> tuple[list[str], dict]:
-    """Who speaks (``--models``, or bf16 and every backend ``env`` found), and the rows of
-    those an earlier call measured to the end."""
-    backends = results.get("env", {}).get("backends") or []
-    offloaded = [f"{OFFLOADED}+offload"] if OFFLOADED in backends else []
-    names = [n for n in ["bf16", *backends, *offloaded] if not args.models or n in args.models]
-    kept = {n: {**earlier[n], "resumed": True} for n in names
-            if not {"speak", f"speak:{n}"} & set(getattr(args, "rerun", ()))
-            and _complete(args, "speak_one", earlier.get(n), n)}
-    return names, kept
-
-
 def _speak(args, results: dict, earlier: dict, budget: int) -> dict:
     """Every model that speaks, each in its own process with an equal share of ``budget``;
     a model an earlier call measured to the end is kept (``resumed``)."""
-    names, kept = _speakers(args, results, earlier)
+    names, kept = speakers(args, results, earlier)
     share = max(20, budget // max(len(names) - len(kept), 1))
     return {name: kept.get(name) or (
         _in_process(args, "speak_one", name) if args.in_process

@@ -135,7 +135,8 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     import argparse
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from gpu_acceptance import _complete, orchestrate
+    from acceptance_resume import complete
+    from gpu_acceptance import orchestrate
 
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps({
@@ -151,26 +152,26 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     result = orchestrate(args)
     assert "marker" not in result["env"]          # env always runs: it names the machine
     assert "resumed" not in result["build"] and result["build"]["bytes"] > 0   # rebuilt
-    assert not _complete(args, "gpu_tests", {"exit_code": 1, "summary": "1 failed"})
-    assert _complete(args, "gpu_tests", {"exit_code": 0, "summary": "40 passed"})
-    assert _complete(args, "quantize", {"wall_s": 60.0, "fit": {"default_s": 300.0},
+    assert not complete(args, "gpu_tests", {"exit_code": 1, "summary": "1 failed"})
+    assert complete(args, "gpu_tests", {"exit_code": 0, "summary": "40 passed"})
+    assert complete(args, "quantize", {"wall_s": 60.0, "fit": {"default_s": 300.0},
                                         "cut": "timed out after 300 s; …"})
-    assert not _complete(args, "quantize", {"wall_s": 60.0, "cut": "timed out after 300 s"})
-    assert not _complete(args, "quantize", {"error": "timed out after 23 s"})
-    assert not _complete(args, "quantize", {"wall_s": 45.0, "layers": 28})   # before the fit
-    assert not _complete(args, "quantize", {"wall_s": 45.0, "fit": {"error": "OutOfMemory"}})
-    assert not _complete(args, "decode", {"predictor_loop": {"speedup": 1.1}})   # no ops line
+    assert not complete(args, "quantize", {"wall_s": 60.0, "cut": "timed out after 300 s"})
+    assert not complete(args, "quantize", {"error": "timed out after 23 s"})
+    assert not complete(args, "quantize", {"wall_s": 45.0, "layers": 28})   # before the fit
+    assert not complete(args, "quantize", {"wall_s": 45.0, "fit": {"error": "OutOfMemory"}})
+    assert not complete(args, "decode", {"predictor_loop": {"speedup": 1.1}})   # no ops line
     ops = {"predictor_loop": {"speedup": 1.1, "ops_speedup": 1.3}}
-    assert not _complete(args, "decode", ops)                          # no fusion line
-    assert _complete(args, "decode", {**ops, "fusion": {"talker_step": {"speedup": 1.1}}})
+    assert not complete(args, "decode", ops)                          # no fusion line
+    assert complete(args, "decode", {**ops, "fusion": {"talker_step": {"speedup": 1.1}}})
     assert result["resumed_from"] == str(earlier)
-    from gpu_acceptance import _kept_steps
+    from acceptance_resume import kept_steps
 
     steps = {"graphs": {"step_s": 0.02}}
-    assert _kept_steps({"quantize": {"rollout_steps": steps}}, "quantize") == {
+    assert kept_steps({"quantize": {"rollout_steps": steps}}, "quantize") == {
         **steps, "resumed": True}                 # a quantize rerun keeps the step costs
-    assert _kept_steps({"quantize": {"rollout_steps": {"error": "x"}}}, "quantize") is None
-    assert _kept_steps({"quantize": {"rollout_steps": steps}}, "validate") is None
+    assert kept_steps({"quantize": {"rollout_steps": {"error": "x"}}}, "quantize") is None
+    assert kept_steps({"quantize": {"rollout_steps": steps}}, "validate") is None
     earlier.write_text(json.dumps(result))
     again = orchestrate(args)                     # the checkpoints exist now: kept
     assert again["build"]["resumed"] and again["build"]["bytes"] == result["build"]["bytes"]
@@ -183,13 +184,13 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     assert spoken["bf16"] == {**done["bf16"], "resumed": True}
     assert "resumed" not in spoken["int4pack"] and spoken["int4pack"]["audio_s"] > 0
     args.rerun = ["speak:bf16", "build"]           # --rerun: done, and run all the same
-    assert not _complete(args, "build", again["build"])
+    assert not complete(args, "build", again["build"])
     assert "resumed" not in _speak(args, again, done, 300)["bf16"]
     args.rerun = []
     cuda = argparse.Namespace(device="cuda:0")      # a row from before the 30 s graphed peak
-    assert not _complete(cuda, "speak_one", {"rtf": 2.85, "peak_gib": 1.74}, "int4pack+offload")
-    assert _complete(cuda, "speak_one", {"graphs": {"peak_gib": 1.8}}, "int4pack+offload")
-    assert _complete(args, "speak_one", {"rtf": 2.85}, "int4pack")     # the CPU graphs nothing
+    assert not complete(cuda, "speak_one", {"rtf": 2.85, "peak_gib": 1.74}, "int4pack+offload")
+    assert complete(cuda, "speak_one", {"graphs": {"peak_gib": 1.8}}, "int4pack+offload")
+    assert complete(args, "speak_one", {"rtf": 2.85}, "int4pack")     # the CPU graphs nothing
     earlier.write_text(json.dumps({**again, "env": {**again["env"], "gpu": "Another GPU"}}))
     other = orchestrate(args)                     # another machine: nothing is kept
     assert "resumed" not in other["build"] and "Another GPU" in other["resume_discarded"]
@@ -270,7 +271,7 @@ def test_a_second_call_builds_only_for_a_stage_that_runs(tmp_path):
     import argparse
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from gpu_acceptance import _all_kept_after
+    from acceptance_resume import all_kept_after
 
     args = argparse.Namespace(skip=[], models=["bf16"], rerun=[], device="cpu",
                               work=tmp_path / "fresh")
@@ -279,10 +280,10 @@ def test_a_second_call_builds_only_for_a_stage_that_runs(tmp_path):
             "decode": {"predictor_loop": {"ops_speedup": 1.3}, "fusion": {"x": 1}},
             "quantize": {"wall_s": 30.0, "fit": {"default_s": 98.0}},
             "validate": {"verdict": "PASS"}}
-    assert _all_kept_after(args, results, done)
-    assert not _all_kept_after(args, results, {**done, "validate": {"error": "OOM"}})
-    assert not _all_kept_after(args, results, {**done, "speak": {}})
+    assert all_kept_after(args, results, done)
+    assert not all_kept_after(args, results, {**done, "validate": {"error": "OOM"}})
+    assert not all_kept_after(args, results, {**done, "speak": {}})
     args.rerun = ["speak:bf16"]
-    assert not _all_kept_after(args, results, done)
+    assert not all_kept_after(args, results, done)
     args.rerun, args.skip = [], ["speak", "decode", "quantize", "validate"]
-    assert not _all_kept_after(args, results, done)    # a call for build alone builds
+    assert not all_kept_after(args, results, done)    # a call for build alone builds
