@@ -11,6 +11,16 @@ STAGES = ("env", "gpu_tests", "build", "speak", "decode", "quantize", "validate"
 OFFLOADED = "int4pack"
 
 
+def keeps(args, stage: str, results: dict, previous: dict) -> bool:
+    """Whether this call keeps ``stage``'s result from ``previous`` (``results``: this
+    call's so far): never ``env``, which names the machine; a stage that is :func:`complete`;
+    and ``build`` when no later stage needs its checkpoints (:func:`all_kept_after`)."""
+    if stage == "env":
+        return False
+    return complete(args, stage, previous.get(stage)) or (
+        stage == "build" and "build" in previous and all_kept_after(args, results, previous))
+
+
 def complete(args, stage: str, row, model: str | None = None) -> bool:
     """Whether ``--resume`` keeps a stage's earlier result: it ran to the end without an error
     (``gpu_tests``: every test passed; ``speak`` is resumed model by model, ``speak_one``

@@ -238,7 +238,7 @@ def measure(models: dict, device: str, backends: list[str], repeats: int, cache:
             "predictor_loop": (bench_predictor_loop(models["bf16"], device, cache, repeats)
                                if "bf16" in models else None),
             "talker_layers": len(next(iter(models.values())).model.talker.model.layers),
-            "talker_weight_bytes": {n: model_bytes(tts, "layers") for n, tts in models.items()},
+            "talker_weight_bytes": {n: model_bytes(tts, "decoder") for n, tts in models.items()},
             "talker_step_launches": (
                 {n: kernel_launches(model_calls(tts, cache)["talker_step"])
                  for n, tts in models.items()} if device.startswith("cuda") else None)}

@@ -45,8 +45,7 @@ from pathlib import Path
 from acceptance_resume import (  # sibling script modules
     OFFLOADED,
     STAGES,
-    all_kept_after,
-    complete,
+    keeps,
     kept_steps,
     speakers,
 )
@@ -125,9 +124,7 @@ def orchestrate(args) -> dict:
         if stage in args.skip:
             results[stage] = {"skipped": "--skip"}
             continue
-        if stage != "env" and (complete(args, stage, previous.get(stage)) or (
-                stage == "build" and "build" in previous and all_kept_after(args, results,
-                                                                             previous))):
+        if keeps(args, stage, results, previous):
             results[stage] = {**previous[stage], "resumed": True}
             write(args.out, results)
             continue

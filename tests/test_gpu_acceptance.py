@@ -196,24 +196,27 @@ def test_a_second_call_resumes_what_the_first_left(tmp_path):
     assert "resumed" not in other["build"] and "Another GPU" in other["resume_discarded"]
 
 
+def _refused(tmp_path: Path, *options: str) -> str:
+    """The script's stderr for a dry run with ``options``, asserted refused as a usage
+    error: exit 2, no traceback, nothing written."""
+    run = subprocess.run([sys.executable, SCRIPT, "--out", str(tmp_path / "o"), "--device",
+                          "cpu", "--tiny", *options],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert not (tmp_path / "o").exists()
+    return run.stderr
+
+
 def test_a_resume_file_that_is_not_a_run_is_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    run = subprocess.run([sys.executable, SCRIPT, "--out", str(tmp_path / "o"), "--device",
-                          "cpu", "--tiny", "--resume", str(bad)],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
-    assert f"--resume {bad}: not an earlier run's JSON" in run.stderr
-    assert not (tmp_path / "o").exists()
+    assert f"--resume {bad}: not an earlier run's JSON" in _refused(tmp_path, "--resume",
+                                                                      str(bad))
 
 
 def test_an_unknown_rerun_is_one_line(tmp_path):
-    run = subprocess.run([sys.executable, SCRIPT, "--out", str(tmp_path / "o"), "--device",
-                          "cpu", "--tiny", "--rerun", "gpu_tests,speek"],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
-    assert "--rerun: unknown speek; choose from env, gpu_tests" in run.stderr
-    assert not (tmp_path / "o").exists()
+    assert "--rerun: unknown speek; choose from env, gpu_tests" in _refused(
+        tmp_path, "--rerun", "gpu_tests,speek")
 
 
 def test_the_eager_split_adds_up(tiny_voice_design):
@@ -234,12 +237,8 @@ def test_the_eager_split_adds_up(tiny_voice_design):
 
 
 def test_an_unknown_model_to_speak_is_one_line(tmp_path):
-    run = subprocess.run([sys.executable, SCRIPT, "--out", str(tmp_path / "o"), "--device",
-                          "cpu", "--tiny", "--models", "bf16,int4pak"],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
-    assert "--models: unknown int4pak; choose from bf16, " in run.stderr
-    assert not (tmp_path / "o").exists()
+    assert "--models: unknown int4pak; choose from bf16, " in _refused(
+        tmp_path, "--models", "bf16,int4pak")
 
 
 def test_a_failing_graphed_rollout_falls_back_to_the_eager_one():
